@@ -1,0 +1,381 @@
+"""Typed configs: dataclasses loaded from YAML with ``key.sub=value`` overrides.
+
+Every entry point (trainers, eval, serve, demo) has one dataclass here. A config is
+built by :func:`load_config` from an optional YAML file and command-line overrides;
+unknown keys, wrong types and missing required values raise :class:`ConfigError`
+naming the dotted key and where the value came from (the file or the command line).
+Cross-field rules live in each dataclass's ``__post_init__`` and raise ``ValueError``;
+:func:`load_config` re-raises them as :class:`ConfigError` with the source attached.
+
+>>> cfg = load_config(RolloutConfig, overrides=["backend=hf", "max_model_len=256"])
+>>> (cfg.backend, cfg.max_model_len)
+('hf', 256)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+C = TypeVar("C")
+
+
+class ConfigError(ValueError):
+    """A config value is unknown, of the wrong type, missing, or invalid."""
+
+
+# --------------------------------------------------------------------------------------
+# Config dataclasses
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class RolloutConfig:
+    """How the shared rollout engine decodes (see ``latentrl.rollout``)."""
+
+    backend: Literal["auto", "vllm", "vllm_server", "hf"] = "auto"
+    """``auto`` picks in-process vLLM when it is installed, else transformers."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Weights' dtype in the decoding engine (float32 keeps vLLM and transformers identical)."""
+    max_model_len: int | None = None
+    """Context length; default: the model's ``max_position_embeddings``."""
+    gpu_memory_utilization: float = 0.3
+    """vLLM on GPU: fraction of GPU memory for weights and KV cache (colocated with training)."""
+    cpu_kvcache_space_gib: float = 1.0
+    """vLLM on CPU: KV-cache size in GiB (sets ``VLLM_CPU_KVCACHE_SPACE``)."""
+    max_num_seqs: int = 256
+    """vLLM: most sequences decoded at once."""
+    enable_sleep_mode: bool = False
+    """vLLM on GPU: allow ``sleep()``/``wake_up()`` to free memory between rollouts."""
+    server_urls: list[str] = field(default_factory=list)
+    """``vllm_server``: base URLs of running vLLM OpenAI servers, e.g. ``http://127.0.0.1:8000``."""
+    server_timeout_s: float = 600.0
+    """``vllm_server``: seconds to wait for one HTTP response."""
+    hf_batch_size: int = 64
+    """transformers backend: prompts (times ``n``) generated per batch."""
+    seed: int = 0
+    """Engine seed (vLLM's global seed; per-request seeds come from sampling parameters)."""
+
+    def __post_init__(self) -> None:
+        if self.max_model_len is not None and self.max_model_len <= 0:
+            raise ValueError("max_model_len: must be positive")
+        if not 0.0 < self.gpu_memory_utilization <= 1.0:
+            raise ValueError("gpu_memory_utilization: must be in (0, 1]")
+        if self.cpu_kvcache_space_gib <= 0:
+            raise ValueError("cpu_kvcache_space_gib: must be positive")
+        if self.hf_batch_size <= 0:
+            raise ValueError("hf_batch_size: must be positive")
+        if self.backend == "vllm_server" and not self.server_urls:
+            raise ValueError("server_urls: the vllm_server backend needs at least one URL")
+
+
+@dataclass
+class TinyModelConfig:
+    """A tiny Qwen2-architecture causal LM and its locally trained tokenizer."""
+
+    vocab_size: int = 512
+    """Target vocabulary of the byte-level BPE tokenizer trained on the task's text."""
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 2
+    """head_dim = hidden_size / num_heads must be 64: vLLM's CPU attention rejects 16."""
+    intermediate_size: int = 512
+    max_position_embeddings: int = 512
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.num_heads:
+            raise ValueError("num_heads: must divide hidden_size")
+        if self.hidden_size // self.num_heads != 64:
+            raise ValueError(
+                f"num_heads: head_dim = hidden_size / num_heads = "
+                f"{self.hidden_size // self.num_heads}, but vLLM's CPU attention needs 64"
+            )
+
+
+@dataclass
+class PretrainConfig:
+    """Supervised pre-training that makes a tiny model competent on a task."""
+
+    steps: int = 1500
+    batch_size: int = 32
+    learning_rate: float = 3e-3
+    warmup_steps: int = 50
+    num_examples: int = 20000
+    """Training rows drawn from the task's train split."""
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "num_examples"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}: must be positive")
+        if self.learning_rate <= 0:
+            raise ValueError("learning_rate: must be positive")
+
+
+@dataclass
+class TaskConfig:
+    """A task by registry name or file path, with its options (see ``latentrl tasks``)."""
+
+    name: str = "arith"
+    options: dict[str, Any] = field(default_factory=dict)
+    """Passed to the task's loader, e.g. ``{steps: 2, max_value: 20}`` for arith."""
+
+
+@dataclass
+class EvalConfig:
+    """``latentrl eval``: accuracy of a model (with an optional plugin or adapter) on a task."""
+
+    model: str
+    """Main model: a local Hugging Face folder or a Hub id."""
+    task: TaskConfig = field(default_factory=TaskConfig)
+    split: str = "test"
+    limit: int | None = None
+    """Evaluate the first ``limit`` problems of the split (all when unset)."""
+    n: int = 1
+    """Samples per problem (pass@1 is averaged over them; maj@n votes over them)."""
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 256
+    seed: int = 0
+    plugin: str | None = None
+    adapter: str | None = None
+    output_dir: str | None = None
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+
+    def __post_init__(self) -> None:
+        if self.n <= 0:
+            raise ValueError("n: must be positive")
+        if self.limit is not None and self.limit <= 0:
+            raise ValueError("limit: must be positive")
+        if self.max_tokens <= 0:
+            raise ValueError("max_tokens: must be positive")
+        if self.temperature < 0:
+            raise ValueError("temperature: must be >= 0")
+
+
+@dataclass
+class ServeConfig:
+    """``latentrl serve``: an OpenAI-compatible server for a frozen model with plugins."""
+
+    model: str
+    plugins: dict[str, str] = field(default_factory=dict)
+    """Plugin name -> folder."""
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = None
+    max_tokens_limit: int = 4096
+    max_body_bytes: int = 1_000_000
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ValueError("port: must be in 1..65535")
+
+
+@dataclass
+class DemoConfig:
+    """``latentrl demo`` / ``make demo``: the quickest end-to-end run of the package."""
+
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: TinyModelConfig = field(default_factory=TinyModelConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    eval_problems: int = 500
+    """Held-out problems decoded and scored."""
+    max_tokens: int = 96
+    output_dir: str = "runs/demo"
+    cache_dir: str | None = None
+    """Where pre-trained tiny models are cached (default ``~/.cache/latentrl``)."""
+
+    def __post_init__(self) -> None:
+        if self.eval_problems <= 0:
+            raise ValueError("eval_problems: must be positive")
+        if self.max_tokens <= 0:
+            raise ValueError("max_tokens: must be positive")
+
+
+# --------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------
+
+
+def load_config(
+    cls: type[C],
+    path: str | Path | None = None,
+    overrides: Sequence[str] = (),
+) -> C:
+    """Build ``cls`` from a YAML file and ``key.sub=value`` overrides (applied in order).
+
+    Override values are parsed as YAML scalars (``lr=1e-4`` is a float, ``name=arith`` a
+    string, ``urls=[a, b]`` a list). Raises :class:`ConfigError` naming the key and source.
+    """
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    file_label = str(path) if path is not None else "<defaults>"
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
+        values = loaded
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"override {item!r}: expected key.sub=value")
+        _set_dotted(values, key, _parse_scalar(raw), item)
+        sources[key] = "the command line"
+    return _build(cls, values, prefix="", sources=sources, file_label=file_label)
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """A plain dict of a config (for saving next to a run's outputs)."""
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+
+
+def _parse_scalar(raw: str) -> Any:
+    try:
+        return yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        return raw
+
+
+def _set_dotted(values: dict[str, Any], key: str, value: Any, item: str) -> None:
+    parts = key.split(".")
+    node = values
+    for depth, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            where = ".".join(parts[: depth + 1])
+            raise ConfigError(f"override {item!r}: {where} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _source(key: str, sources: Mapping[str, str], file_label: str) -> str:
+    # An override of a section (`task={...}`) is the source of every key under it, and
+    # one of a key under a section (`a.b=1`) is the source of the section it created.
+    if any(source.startswith(key + ".") for source in sources):
+        return "the command line"
+    parts = key.split(".")
+    for end in range(len(parts), 0, -1):
+        prefix = ".".join(parts[:end])
+        if prefix in sources:
+            return sources[prefix]
+    return file_label
+
+
+def _build(
+    cls: type[C], values: Any, prefix: str, sources: Mapping[str, str], file_label: str
+) -> C:
+    where = prefix.rstrip(".") or "config"
+    if not isinstance(values, Mapping):
+        src = _source(where, sources, file_label)
+        raise ConfigError(f"{where}: expected a section (mapping), got {values!r} (in {src})")
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    for key in values:
+        if key not in fields:
+            src = _source(prefix + str(key), sources, file_label)
+            known = ", ".join(sorted(fields))
+            raise ConfigError(f"unknown key '{prefix}{key}' (in {src}); known keys: {known}")
+    kwargs: dict[str, Any] = {}
+    for name, f in fields.items():
+        key = prefix + name
+        if name in values:
+            kwargs[name] = _coerce(hints[name], values[name], key, sources, file_label)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"missing required key '{key}' (in {file_label})")
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as err:
+        message = str(err)
+        field_name = message.split(":", 1)[0]
+        key = prefix + field_name if field_name in fields else where
+        src = _source(key, sources, file_label)
+        raise ConfigError(f"{prefix}{message} (in {src})") from None
+
+
+def _coerce(tp: Any, value: Any, key: str, sources: Mapping[str, str], file_label: str) -> Any:
+    origin = get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key + ".", sources, file_label)
+    if origin in (Union, types.UnionType):
+        options = get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(option, value, key, sources, file_label)
+            except ConfigError as err:
+                errors.append(err)
+        raise errors[0]
+    if tp is Any:
+        return value
+    if origin is Literal:
+        if value not in get_args(tp):
+            allowed = ", ".join(repr(a) for a in get_args(tp))
+            raise _type_error(key, f"one of {allowed}", value, sources, file_label)
+        return value
+    if origin in (list, tuple, Sequence, typing.Sequence):
+        if not isinstance(value, list | tuple):
+            raise _type_error(key, "a list", value, sources, file_label)
+        (item_type, *_) = get_args(tp) or (Any,)
+        items = [_coerce(item_type, v, f"{key}[{i}]", sources, file_label) for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin in (dict, Mapping, typing.Mapping):
+        if not isinstance(value, Mapping):
+            raise _type_error(key, "a mapping", value, sources, file_label)
+        _, value_type = get_args(tp) or (str, Any)
+        return {str(k): _coerce(value_type, v, f"{key}.{k}", sources, file_label) for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise _type_error(key, "true or false", value, sources, file_label)
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _type_error(key, "an integer", value, sources, file_label)
+        return value
+    if tp is float:
+        if isinstance(value, str) and _YAML11_FLOAT.fullmatch(value):
+            # YAML 1.1 reads `1e-4` (no dot) as a string; everyone means the number.
+            return float(value)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _type_error(key, "a number", value, sources, file_label)
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise _type_error(key, "a string", value, sources, file_label)
+        return value
+    raise TypeError(f"{key}: unsupported config type {tp!r}")
+
+
+_YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def _type_error(
+    key: str, expected: str, value: Any, sources: Mapping[str, str], file_label: str
+) -> ConfigError:
+    src = _source(key, sources, file_label)
+    return ConfigError(f"{key}: expected {expected}, got {value!r} (in {src})")

@@ -1,0 +1,245 @@
+"""Tiny models built offline: a locally trained tokenizer and a small Qwen2 causal LM.
+
+No machine here can download weights, so tests, benchmarks and the demo run on models
+built from a config. They are ordinary Hugging Face folders (safetensors, config.json,
+tokenizer.json) that ``transformers.AutoModelForCausalLM`` and vLLM both load, so the
+same code path serves a user's real Qwen/Llama checkpoint.
+
+``pretrained_tiny_model`` builds one, makes it competent on a task with a short supervised
+run, and caches the folder keyed by every setting that shaped it:
+
+>>> path = pretrained_tiny_model("arith")  # doctest: +SKIP
+>>> AutoModelForCausalLM.from_pretrained(path)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from tqdm.auto import tqdm
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
+
+from latentrl.config import PretrainConfig, TinyModelConfig
+from latentrl.models.tokens import (
+    EOS_TOKEN,
+    LATENT_END_TOKEN,
+    LATENT_START_TOKEN,
+    LATENT_TOKEN,
+    PAD_TOKEN,
+    SPECIAL_TOKENS,
+)
+
+logger = logging.getLogger(__name__)
+
+# Bump when the way tiny models are built or trained changes, so caches are rebuilt.
+TINY_FORMAT_VERSION = 1
+
+
+def default_cache_dir() -> Path:
+    """``$LATENTRL_CACHE`` or ``~/.cache/latentrl``."""
+    return Path(os.environ.get("LATENTRL_CACHE", Path.home() / ".cache" / "latentrl"))
+
+
+# The pre-tokenizer regex of Qwen2's tokenizer (digits split one by one).
+QWEN2_PRETOKENIZE_REGEX = (
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
+    r"""|\s*[\r\n]+|\s+(?!\S)|\s+"""
+)
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained on ``texts``, with latentrl's special tokens.
+
+    ``AutoTokenizer`` rebuilds any qwen2 model's tokenizer as ``Qwen2Tokenizer`` from the
+    saved vocab and merges, with Qwen2's own normaliser and pre-tokenizer; training with
+    exactly that pipeline makes the rebuilt tokenizer identical to this one (transformers
+    and vLLM then agree on every id). Byte-level, so every string round-trips exactly.
+    """
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.normalizer = normalizers.NFC()
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_PRETOKENIZE_REGEX), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        eos_token=EOS_TOKEN,
+        pad_token=PAD_TOKEN,
+        extra_special_tokens=[LATENT_START_TOKEN, LATENT_END_TOKEN, LATENT_TOKEN],
+    )
+
+
+def build_tiny_model(tokenizer: PreTrainedTokenizerFast, cfg: TinyModelConfig) -> Qwen2ForCausalLM:
+    """A randomly initialised Qwen2 causal LM sized by ``cfg``; deterministic for ``cfg.seed``."""
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_heads,
+        max_position_embeddings=cfg.max_position_embeddings,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        dtype="float32",
+    )
+    torch.manual_seed(cfg.seed)
+    return Qwen2ForCausalLM(config)
+
+
+def pretrain(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerFast,
+    examples: Sequence[tuple[str, str]],
+    cfg: PretrainConfig,
+    progress: bool = True,
+) -> list[float]:
+    """Supervised training on (prompt, target) pairs; loss on the target and EOS only.
+
+    Returns the loss of every step. AdamW with linear warm-up and cosine decay.
+    """
+    encoded = [_encode_example(tokenizer, prompt, target) for prompt, target in examples]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: _warmup_cosine(step, cfg.warmup_steps, cfg.steps)
+    )
+    generator = torch.Generator().manual_seed(cfg.seed)
+    model.train()
+    losses = []
+    bar = tqdm(range(cfg.steps), desc="pre-training tiny model", disable=not progress)
+    for _ in bar:
+        picks = torch.randint(len(encoded), (cfg.batch_size,), generator=generator).tolist()
+        input_ids, labels, attention_mask = _collate([encoded[i] for i in picks], tokenizer)
+        loss = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    model.eval()
+    return losses
+
+
+def pretrained_tiny_model(
+    task_name: str = "arith",
+    task_options: dict | None = None,
+    model_cfg: TinyModelConfig | None = None,
+    pretrain_cfg: PretrainConfig | None = None,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> Path:
+    """Folder of a tiny model pre-trained on a task's train split; built once, then cached.
+
+    The cache key covers the task, its options and both configs; the folder appears
+    atomically (built in a temporary folder, then renamed), so an interrupted build
+    never leaves a half-written model behind.
+    """
+    from latentrl.tasks import get_task
+
+    task_options = dict(task_options or {})
+    model_cfg = model_cfg or TinyModelConfig()
+    pretrain_cfg = pretrain_cfg or PretrainConfig()
+    settings = {
+        "format_version": TINY_FORMAT_VERSION,
+        "task": task_name,
+        "task_options": task_options,
+        "model": asdict(model_cfg),
+        "pretrain": asdict(pretrain_cfg),
+    }
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    folder = Path(cache_dir or default_cache_dir()) / "tiny" / f"{Path(task_name).stem}-{key}"
+    if (folder / "latentrl_tiny.json").is_file():
+        return folder
+
+    task = get_task(task_name)
+    rows = task.load("train", limit=pretrain_cfg.num_examples, **task_options)
+    examples = [(row["prompt"], task.target(row)) for row in rows]
+    started = time.perf_counter()
+    tokenizer = train_tokenizer((p + t for p, t in examples), model_cfg.vocab_size)
+    model = build_tiny_model(tokenizer, model_cfg)
+    losses = pretrain(model, tokenizer, examples, pretrain_cfg, progress=progress)
+    record = {
+        **settings,
+        "final_loss": sum(losses[-20:]) / len(losses[-20:]),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        (staging / "latentrl_tiny.json").write_text(json.dumps(record, indent=2))
+        if folder.exists():  # a stale, incomplete folder from an older layout
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    logger.info("tiny model for %s cached at %s (loss %.3f)", task_name, folder, record["final_loss"])
+    return folder
+
+
+def load_model_and_tokenizer(path: str | Path, dtype: torch.dtype = torch.float32):
+    """A causal LM and its tokenizer from a local folder or a Hub id, in eval mode."""
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    model.eval()
+    return model, tokenizer
+
+
+def _encode_example(tokenizer, prompt: str, target: str) -> tuple[list[int], int]:
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    target_ids = tokenizer(target, add_special_tokens=False)["input_ids"]
+    return prompt_ids + target_ids + [tokenizer.eos_token_id], len(prompt_ids)
+
+
+def _collate(batch, tokenizer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    width = max(len(ids) for ids, _ in batch)
+    input_ids = torch.full((len(batch), width), tokenizer.pad_token_id)
+    labels = torch.full((len(batch), width), -100)
+    attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, (ids, prompt_len) in enumerate(batch):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        labels[row, prompt_len : len(ids)] = torch.tensor(ids[prompt_len:])
+        attention_mask[row, : len(ids)] = 1
+    return input_ids, labels, attention_mask
+
+
+def _warmup_cosine(step: int, warmup: int, total: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))

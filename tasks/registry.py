@@ -1,0 +1,164 @@
+r"""The task registry: built-in tasks by name, user tasks by name or by file.
+
+>>> [task.name for task in list_tasks()][:3]
+['arith', 'gsm8k', 'math500']
+>>> get_task("math500").answer_format
+'boxed'
+
+Adding a task needs no change to the package: pass the path of a ``.py`` file that
+defines a module-level ``TASK`` (or calls :func:`register_task` once), or of a ``.yaml``
+file describing a JSONL- or Hub-backed task (see ``configs/tasks/gsm8k_socratic.yaml``)::
+
+    name: capitals                    # required
+    description: Capital cities.
+    data_files: {train: train.jsonl, test: test.jsonl}   # relative to this file; ~ and $VARS expand
+    # or instead of data_files: hub_id: owner/dataset, hub_config: main, splits: [train, test]
+    question_column: question         # default "question"
+    answer_column: answer             # default "answer"; null: gold from the solution's end
+    solution_column: null             # optional worked solutions
+    answer_format: boxed              # hash ("#### N", numbers) or boxed (\boxed{...})
+    strip_calculator_marks: false     # drop GSM8K-style <<a=b>> marks from solutions
+    prompt_template: "Question: {question}\nAnswer:"
+    default_rewards: [correctness, format]
+    metric: accuracy
+
+A loaded file's task is registered under its name, so later lookups by name find it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import arith, gsm8k, math500
+from .base import Task
+from .sources import TableSource
+
+BUILTIN_TASKS = (arith.TASK, gsm8k.TASK, math500.TASK)
+TASK_FILE_SUFFIXES = (".py", ".yaml", ".yml")
+
+_TASKS: dict[str, Task] = {task.name: task for task in BUILTIN_TASKS}
+_REGISTERED: list[Task] = []  # every register_task call in order: which tasks a .py file added
+
+
+def register_task(task: Task) -> Task:
+    """Add ``task`` under its name (replacing an earlier user task of that name); returns it."""
+    if not isinstance(task, Task):
+        raise TypeError(f"register_task expects a latentrl.tasks.Task, got {type(task).__name__}")
+    builtin = next((t for t in BUILTIN_TASKS if t.name == task.name), None)
+    if builtin is not None and builtin is not task:
+        raise ValueError(f"{task.name!r} is a built-in task; give yours another name")
+    _TASKS[task.name] = task
+    _REGISTERED.append(task)
+    return task
+
+
+def list_tasks() -> list[Task]:
+    """Registered tasks: the built-ins first, then user tasks in registration order."""
+    return list(_TASKS.values())
+
+
+def get_task(name_or_path: str | os.PathLike[str]) -> Task:
+    """The task registered under a name, or the task defined by a ``.py``/``.yaml`` file."""
+    text = os.fspath(name_or_path)
+    if text.endswith(TASK_FILE_SUFFIXES) or "/" in text or os.sep in text:
+        return load_task_file(text)
+    if text not in _TASKS:
+        raise ValueError(
+            f"unknown task {text!r}; known tasks: {', '.join(_TASKS)} "
+            "(or pass the path of a .py or .yaml task file)"
+        )
+    return _TASKS[text]
+
+
+def load_task_file(path: str | os.PathLike[str]) -> Task:
+    """Load a task from a ``.py`` or ``.yaml`` file and register it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"task file not found: {path}")
+    if path.suffix == ".py":
+        task = _load_python(path)
+    elif path.suffix in (".yaml", ".yml"):
+        task = _load_yaml(path)
+    else:
+        raise ValueError(f"{path}: a task file must end in one of {', '.join(TASK_FILE_SUFFIXES)}")
+    return register_task(task)
+
+
+def _load_python(path: Path) -> Task:
+    # One module name per file path, so that two task files named alike do not collide.
+    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]
+    module_name = f"latentrl_task_file_{path.stem}_{digest}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    assert spec is not None and spec.loader is not None  # a .py path always has a loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses and pickle look modules up there
+    first = len(_REGISTERED)
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[module_name]
+        raise
+    added = _REGISTERED[first:]
+    task = getattr(module, "TASK", None)
+    if task is None and len(added) == 1:
+        task = added[0]
+    if not isinstance(task, Task):
+        raise ValueError(
+            f"{path}: define a module-level TASK = latentrl.tasks.Task(...) or call "
+            f"register_task exactly once (found TASK={task!r}, {len(added)} registered)"
+        )
+    return task
+
+
+# YAML keys: the Task's fields plus the TableSource's, with the source's hub_splits
+# spelled "splits" (for data_files the splits are the mapping's keys).
+_TASK_KEYS = {f.name for f in fields(Task)} - {"source", "splits"}
+_SOURCE_KEYS = {f.name for f in fields(TableSource)} - {"hub_splits"} | {"splits"}
+
+
+def _load_yaml(path: Path) -> Task:
+    try:
+        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: invalid YAML: {e}") from None
+    if not isinstance(spec, dict):
+        raise ValueError(f"{path}: expected a mapping of task fields, got {type(spec).__name__}")
+    unknown = sorted(set(spec) - _TASK_KEYS - _SOURCE_KEYS)
+    if unknown:
+        known = ", ".join(sorted(_TASK_KEYS | _SOURCE_KEYS))
+        raise ValueError(f"{path}: unknown key(s) {', '.join(unknown)}; known keys: {known}")
+    if "name" not in spec:
+        raise ValueError(f"{path}: name: required")
+    source_args: dict[str, Any] = {k: v for k, v in spec.items() if k in _SOURCE_KEYS}
+    if "splits" in source_args:
+        if "data_files" in source_args:
+            raise ValueError(f"{path}: splits: only with hub_id (data_files' keys are the splits)")
+        source_args["hub_splits"] = source_args.pop("splits")
+    try:
+        if isinstance(source_args.get("data_files"), dict):
+            source_args["data_files"] = {
+                split: _resolve(path.parent, file)
+                for split, file in source_args["data_files"].items()
+            }
+        source = TableSource(**source_args)
+        return Task(
+            source=source,
+            splits=source.splits,
+            **{k: v for k, v in spec.items() if k in _TASK_KEYS},
+        )
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: {e}") from None
+
+
+def _resolve(folder: Path, file: Any) -> Path:
+    if not isinstance(file, str):
+        raise ValueError(f"data_files: expected file names, got {file!r}")
+    return folder / os.path.expandvars(os.path.expanduser(file))

@@ -1,0 +1,100 @@
+"""Shared fixtures: one tiny pre-trained model, one vLLM engine and one vLLM server per session.
+
+vLLM takes ~25-60 s to start on this CPU, so every test that needs it shares these.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from latentrl.config import PretrainConfig, RolloutConfig, TinyModelConfig
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Small enough to build in well under a minute, trained enough that greedy decoding is
+# confident (no near-ties between backends) and answers some problems right.
+TEST_MODEL = TinyModelConfig(vocab_size=384, hidden_size=128, num_layers=2, num_heads=2)
+TEST_PRETRAIN = PretrainConfig(steps=300, batch_size=32, learning_rate=3e-3, num_examples=4000)
+TEST_TASK_OPTIONS = {"steps": 2, "max_value": 20}
+
+
+def shared_data_dir() -> Path:
+    """``../shared/data`` beside the repo (CI clones it with shared/ beside), or the env var."""
+    return Path(os.environ.get("LATENTRL_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir() -> Path:
+    from latentrl.models.tiny import pretrained_tiny_model
+
+    return pretrained_tiny_model(
+        "arith", TEST_TASK_OPTIONS, TEST_MODEL, TEST_PRETRAIN, progress=False
+    )
+
+
+@pytest.fixture(scope="session")
+def hf_engine(tiny_model_dir):
+    from latentrl.rollout import make_engine
+
+    return make_engine(tiny_model_dir, RolloutConfig(backend="hf"))
+
+
+@pytest.fixture(scope="session")
+def vllm_engine(tiny_model_dir):
+    pytest.importorskip("vllm")
+    from latentrl.rollout import make_engine
+
+    engine = make_engine(tiny_model_dir, RolloutConfig(backend="vllm", cpu_kvcache_space_gib=1))
+    yield engine
+    engine.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def vllm_server_url(tiny_model_dir, tmp_path_factory):
+    """A real vLLM OpenAI server on loopback, serving the tiny model."""
+    pytest.importorskip("vllm")
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("vllm-server") / "server.log"
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
+    command = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", str(tiny_model_dir), "--enable-prompt-embeds", "--dtype", "float32",
+        "--host", "127.0.0.1", "--port", str(port), "--seed", "0",
+    ]  # fmt: skip
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    try:
+        while True:
+            if server.poll() is not None:
+                pytest.fail(f"vLLM server exited early:\n{log_path.read_text()[-3000:]}")
+            try:
+                if requests.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"vLLM server did not start in 300 s:\n{log_path.read_text()[-3000:]}")
+            time.sleep(1)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
