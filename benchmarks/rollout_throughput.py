@@ -18,11 +18,11 @@ import argparse
 import time
 
 import torch
+from latentrl.tasks import get_task
 
 from latentrl.config import RolloutConfig
 from latentrl.models.tiny import pretrained_tiny_model
 from latentrl.rollout import SamplingParams, make_engine
-from latentrl.tasks import get_task
 
 
 def timed_generate(engine, prompts, params) -> tuple[float, int]:
@@ -42,7 +42,9 @@ def timed_plain_generate(engine, prompts, params) -> tuple[float, int, int]:
         batch = rows[start : start + engine.batch_size]
         width = max(len(p) for p in batch)
         ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(p)) + p for p in batch])
-        mask = (torch.arange(width)[None] >= torch.tensor([width - len(p) for p in batch])[:, None]).long()
+        mask = (
+            torch.arange(width)[None] >= torch.tensor([width - len(p) for p in batch])[:, None]
+        ).long()
         with torch.no_grad():
             out = model.generate(
                 input_ids=ids, attention_mask=mask, do_sample=True, temperature=params.temperature,
@@ -70,9 +72,13 @@ def main() -> None:
     embed = hf.model.get_input_embeddings()
     with torch.no_grad():
         embed_prompts = [embed(torch.tensor(ids)) for ids in token_prompts]
-    params = SamplingParams(n=args.samples, temperature=1.0, max_tokens=args.max_tokens, stop=("\n\n",), seed=0)
+    params = SamplingParams(
+        n=args.samples, temperature=1.0, max_tokens=args.max_tokens, stop=("\n\n",), seed=0
+    )
     print(f"model: {model_dir}")
-    print(f"{args.prompts} prompts x {args.samples} samples, max_tokens {args.max_tokens}, temperature 1, stop on EOS or '\\n\\n'")
+    print(
+        f"{args.prompts} prompts x {args.samples} samples, max_tokens {args.max_tokens}, temperature 1, stop on EOS or '\\n\\n'"
+    )
 
     vllm = make_engine(model_dir, RolloutConfig(backend="vllm"))
     timed_generate(vllm, token_prompts[:8], params)  # warm-up (first-call compilation)
@@ -83,15 +89,21 @@ def main() -> None:
         for name, engine in (("vllm", vllm), ("hf", hf)):
             seconds, tokens = timed_generate(engine, prompts, params)
             results[kind, name] = tokens / seconds
-            print(f"{kind:>13}  {name:<5} {tokens:>7} tokens in {seconds:6.1f} s = {tokens / seconds:8.0f} tokens/s")
-        print(f"{kind:>13}  vLLM / transformers throughput: {results[kind, 'vllm'] / results[kind, 'hf']:.2f}x")
+            print(
+                f"{kind:>13}  {name:<5} {tokens:>7} tokens in {seconds:6.1f} s = {tokens / seconds:8.0f} tokens/s"
+            )
+        print(
+            f"{kind:>13}  vLLM / transformers throughput: {results[kind, 'vllm'] / results[kind, 'hf']:.2f}x"
+        )
 
     seconds, useful, computed = timed_plain_generate(hf, token_prompts, params)
     print(
         f"plain model.generate: {useful} tokens in {seconds:.1f} s = {useful / seconds:.0f} tokens/s; "
         f"{computed - useful} of {computed} computed rows x steps ({(computed - useful) / computed:.0%}) were padding after EOS"
     )
-    print(f"hf backend (finished rows leave the batch) / plain generate: {results['tokens', 'hf'] / (useful / seconds):.2f}x")
+    print(
+        f"hf backend (finished rows leave the batch) / plain generate: {results['tokens', 'hf'] / (useful / seconds):.2f}x"
+    )
     vllm.close()
 
 

@@ -70,7 +70,9 @@ def _list_tasks() -> int:
     width = max(len(task.name) for task in tasks)
     for task in tasks:
         rewards = ", ".join(task.default_rewards)
-        print(f"{task.name:<{width}}  {task.description}  [rewards: {rewards}; metric: {task.metric}]")
+        print(
+            f"{task.name:<{width}}  {task.description}  [rewards: {rewards}; metric: {task.metric}]"
+        )
     return 0
 
 

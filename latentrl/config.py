@@ -342,13 +342,18 @@ def _coerce(tp: Any, value: Any, key: str, sources: Mapping[str, str], file_labe
         if not isinstance(value, list | tuple):
             raise _type_error(key, "a list", value, sources, file_label)
         (item_type, *_) = get_args(tp) or (Any,)
-        items = [_coerce(item_type, v, f"{key}[{i}]", sources, file_label) for i, v in enumerate(value)]
+        items = [
+            _coerce(item_type, v, f"{key}[{i}]", sources, file_label) for i, v in enumerate(value)
+        ]
         return tuple(items) if origin is tuple else items
     if origin in (dict, Mapping, typing.Mapping):
         if not isinstance(value, Mapping):
             raise _type_error(key, "a mapping", value, sources, file_label)
         _, value_type = get_args(tp) or (str, Any)
-        return {str(k): _coerce(value_type, v, f"{key}.{k}", sources, file_label) for k, v in value.items()}
+        return {
+            str(k): _coerce(value_type, v, f"{key}.{k}", sources, file_label)
+            for k, v in value.items()
+        }
     if tp is bool:
         if not isinstance(value, bool):
             raise _type_error(key, "true or false", value, sources, file_label)

@@ -33,7 +33,9 @@ def run_demo(config_path: str | None, overrides: Sequence[str]) -> int:
     model_dir = pretrained_tiny_model(
         cfg.task.name, cfg.task.options, cfg.model, cfg.pretrain, cache_dir=cfg.cache_dir
     )
-    print(f"tiny model: {model_dir} ({time.perf_counter() - started:.0f} s, cached after the first run)")
+    print(
+        f"tiny model: {model_dir} ({time.perf_counter() - started:.0f} s, cached after the first run)"
+    )
 
     from transformers import AutoTokenizer
 
@@ -42,7 +44,11 @@ def run_demo(config_path: str | None, overrides: Sequence[str]) -> int:
     engine = make_engine(model_dir, cfg.rollout)
     try:
         result, samples = evaluate_math(
-            engine, tokenizer, task, rows, SamplingParams(temperature=0.0, max_tokens=cfg.max_tokens)
+            engine,
+            tokenizer,
+            task,
+            rows,
+            SamplingParams(temperature=0.0, max_tokens=cfg.max_tokens),
         )
     finally:
         engine.close()
@@ -50,7 +56,9 @@ def run_demo(config_path: str | None, overrides: Sequence[str]) -> int:
     summary = {"backend": engine.backend, "model": str(model_dir), **result.to_dict()}
     write_json(run_dir / "summary.json", summary)
     write_jsonl(run_dir / "samples.jsonl", samples)
-    print(f"\n{task.name}: {result.num_problems} held-out problems, greedy, {engine.backend} backend")
+    print(
+        f"\n{task.name}: {result.num_problems} held-out problems, greedy, {engine.backend} backend"
+    )
     print(f"{'accuracy':<24}{result.accuracy:>10.1%}")
     print(f"{'format rate':<24}{result.format_rate:>10.1%}")
     print(f"{'unjudged answers':<24}{result.unjudged:>10d}")

@@ -208,7 +208,9 @@ def pretrained_tiny_model(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    logger.info("tiny model for %s cached at %s (loss %.3f)", task_name, folder, record["final_loss"])
+    logger.info(
+        "tiny model for %s cached at %s (loss %.3f)", task_name, folder, record["final_loss"]
+    )
     return folder
 
 

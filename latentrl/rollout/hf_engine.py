@@ -113,13 +113,17 @@ class HFEngine(RolloutEngine):
             mask[i, width - length :] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache()
-        logits = self.model(
-            inputs_embeds=embeds,
-            attention_mask=mask,
-            position_ids=positions,
-            past_key_values=cache,
-            use_cache=True,
-        ).logits[:, -1].float()
+        logits = (
+            self.model(
+                inputs_embeds=embeds,
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=cache,
+                use_cache=True,
+            )
+            .logits[:, -1]
+            .float()
+        )
         next_position = positions[:, -1] + 1
         active = list(rows)
         while True:
@@ -140,13 +144,17 @@ class HFEngine(RolloutEngine):
                 active = [active[i] for i in keep]
             mask = torch.cat([mask, torch.ones(len(active), 1, dtype=mask.dtype)], dim=1)
             step_tokens = torch.tensor([[row.token_ids[-1]] for row in active])
-            logits = self.model(
-                input_ids=step_tokens,
-                attention_mask=mask,
-                position_ids=next_position[:, None],
-                past_key_values=cache,
-                use_cache=True,
-            ).logits[:, -1].float()
+            logits = (
+                self.model(
+                    input_ids=step_tokens,
+                    attention_mask=mask,
+                    position_ids=next_position[:, None],
+                    past_key_values=cache,
+                    use_cache=True,
+                )
+                .logits[:, -1]
+                .float()
+            )
             next_position = next_position + 1
 
     def _sample(
@@ -195,7 +203,6 @@ class HFEngine(RolloutEngine):
             return
         state = weights.state_dict() if isinstance(weights, torch.nn.Module) else weights
         self.model.load_state_dict(state, strict=True)
-
 
 
 def _eos_ids(model, tokenizer) -> set[int]:

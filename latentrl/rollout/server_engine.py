@@ -111,7 +111,9 @@ class VLLMServerEngine(RolloutEngine):
                 message = response.json()["error"]["message"]
             except (ValueError, KeyError, TypeError):
                 message = response.text[:500]
-            raise RolloutError(f"vLLM server at {url} refused the request ({response.status_code}): {message}")
+            raise RolloutError(
+                f"vLLM server at {url} refused the request ({response.status_code}): {message}"
+            )
         choices = sorted(response.json()["choices"], key=lambda choice: choice["index"])
         return [_completion(choice) for choice in choices]
 
@@ -130,4 +132,3 @@ def _completion(choice: dict) -> Completion:
         finish_reason="length" if choice["finish_reason"] == "length" else "stop",
         logprobs=logprobs,
     )
-

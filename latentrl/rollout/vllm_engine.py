@@ -49,7 +49,9 @@ class VLLMEngine(RolloutEngine):
     def __init__(self, model: str | Path, cfg: RolloutConfig | None = None) -> None:
         cfg = cfg or RolloutConfig(backend="vllm")
         # vLLM reads these at import/start time; a user's own settings win.
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(cfg.cpu_kvcache_space_gib))))
+        os.environ.setdefault(
+            "VLLM_CPU_KVCACHE_SPACE", str(max(1, round(cfg.cpu_kvcache_space_gib)))
+        )
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         try:
             import vllm
@@ -96,7 +98,11 @@ class VLLMEngine(RolloutEngine):
     def update_weights(self, weights: torch.nn.Module | dict[str, torch.Tensor]) -> None:
         state = weights.state_dict() if isinstance(weights, torch.nn.Module) else weights
         items = [(name, tensor.detach()) for name, tensor in state.items()]
-        self.llm.apply_model(lambda model: model.load_weights(items))
+        # vLLM's in-place reload re-runs the loaders and the backend's post-load weight
+        # processing (the CPU backend repacks linear weights), unlike model.load_weights.
+        self.llm.collective_rpc(
+            "reload_weights", kwargs={"weights_iterator": iter(items), "is_checkpoint_format": True}
+        )
         # Cached prefixes were computed with the old weights.
         self.llm.reset_prefix_cache()
 
@@ -118,7 +124,10 @@ class VLLMEngine(RolloutEngine):
 def _completion(output) -> Completion:
     logprobs = None
     if output.logprobs is not None:
-        logprobs = [step[token].logprob for token, step in zip(output.token_ids, output.logprobs, strict=True)]
+        logprobs = [
+            step[token].logprob
+            for token, step in zip(output.token_ids, output.logprobs, strict=True)
+        ]
     return Completion(
         token_ids=list(output.token_ids),
         text=output.text,

@@ -22,7 +22,11 @@ def write(tmp_path, text, name="run.yaml"):
 
 def test_yaml_and_overrides_apply_in_order(tmp_path):
     path = write(tmp_path, "eval_problems: 100\nrollout:\n  backend: hf\n  hf_batch_size: 8\n")
-    cfg = load_config(DemoConfig, path, ["rollout.hf_batch_size=16", "task.options.steps=3", "pretrain.learning_rate=1e-3"])
+    cfg = load_config(
+        DemoConfig,
+        path,
+        ["rollout.hf_batch_size=16", "task.options.steps=3", "pretrain.learning_rate=1e-3"],
+    )
     assert cfg.eval_problems == 100
     assert cfg.rollout == RolloutConfig(backend="hf", hf_batch_size=16)
     assert cfg.task.options == {"steps": 3}
@@ -31,7 +35,11 @@ def test_yaml_and_overrides_apply_in_order(tmp_path):
 
 
 def test_int_is_accepted_for_float_and_lists_parse(tmp_path):
-    cfg = load_config(RolloutConfig, None, ["cpu_kvcache_space_gib=2", "server_urls=[http://a:1, http://b:2]", "backend=vllm_server"])
+    cfg = load_config(
+        RolloutConfig,
+        None,
+        ["cpu_kvcache_space_gib=2", "server_urls=[http://a:1, http://b:2]", "backend=vllm_server"],
+    )
     assert cfg.cpu_kvcache_space_gib == 2.0 and isinstance(cfg.cpu_kvcache_space_gib, float)
     assert cfg.server_urls == ["http://a:1", "http://b:2"]
 
@@ -44,17 +52,45 @@ def test_optional_accepts_null():
     ("text", "overrides", "message"),
     [
         ("rollout:\n  bakend: hf\n", [], "unknown key 'rollout.bakend' (in {path}); known keys: "),
-        ("", ["rollout.bakend=hf"], "unknown key 'rollout.bakend' (in the command line); known keys: "),
+        (
+            "",
+            ["rollout.bakend=hf"],
+            "unknown key 'rollout.bakend' (in the command line); known keys: ",
+        ),
         ("eval_problems: many\n", [], "eval_problems: expected an integer, got 'many' (in {path})"),
-        ("", ["eval_problems=1.5"], "eval_problems: expected an integer, got 1.5 (in the command line)"),
-        ("rollout:\n  backend: tensorrt\n", [], "rollout.backend: expected one of 'auto', 'vllm', 'vllm_server', 'hf', got 'tensorrt' (in {path})"),
+        (
+            "",
+            ["eval_problems=1.5"],
+            "eval_problems: expected an integer, got 1.5 (in the command line)",
+        ),
+        (
+            "rollout:\n  backend: tensorrt\n",
+            [],
+            "rollout.backend: expected one of 'auto', 'vllm', 'vllm_server', 'hf', got 'tensorrt' (in {path})",
+        ),
         ("rollout: hf\n", [], "rollout: expected a section (mapping), got 'hf' (in {path})"),
-        ("model:\n  num_heads: 4\n", [], "model.num_heads: head_dim = hidden_size / num_heads = 32, but vLLM's CPU attention needs 64 (in {path})"),
+        (
+            "model:\n  num_heads: 4\n",
+            [],
+            "model.num_heads: head_dim = hidden_size / num_heads = 32, but vLLM's CPU attention needs 64 (in {path})",
+        ),
         ("", ["eval_problems=0"], "eval_problems: must be positive (in the command line)"),
-        ("", ["rollout.enable_sleep_mode=yes please"], "rollout.enable_sleep_mode: expected true or false, got 'yes please' (in the command line)"),
+        (
+            "",
+            ["rollout.enable_sleep_mode=yes please"],
+            "rollout.enable_sleep_mode: expected true or false, got 'yes please' (in the command line)",
+        ),
         ("", ["rollout"], "override 'rollout': expected key.sub=value"),
-        ("eval_problems: 5\n", ["eval_problems.x=1"], "override 'eval_problems.x=1': eval_problems is a value, not a section"),
-        ("", ["eval_problems.x=1"], "eval_problems: expected an integer, got {{'x': 1}} (in the command line)"),
+        (
+            "eval_problems: 5\n",
+            ["eval_problems.x=1"],
+            "override 'eval_problems.x=1': eval_problems is a value, not a section",
+        ),
+        (
+            "",
+            ["eval_problems.x=1"],
+            "eval_problems: expected an integer, got {{'x': 1}} (in the command line)",
+        ),
     ],
 )
 def test_errors_name_key_and_source(tmp_path, text, overrides, message):

@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from latentrl.tasks import get_task
 
 from latentrl.config import RolloutConfig
 from latentrl.rollout import SamplingParams, make_engine
-from latentrl.tasks import get_task
 from tests.conftest import TEST_TASK_OPTIONS
 
 # vLLM's CPU kernels and transformers differ by float32 rounding only.
 LOGPROB_TOLERANCE = 1e-4
-
 
 
 @pytest.fixture(scope="module")
@@ -44,13 +43,18 @@ def embed_prompts(hf_engine, token_prompts):
     for ids in token_prompts:
         with torch.no_grad():
             tokens = embed(torch.tensor(ids))
-        injected = torch.randn(4, tokens.shape[1], generator=generator) * tokens.norm(dim=1).mean() / 8
+        injected = (
+            torch.randn(4, tokens.shape[1], generator=generator) * tokens.norm(dim=1).mean() / 8
+        )
         prompts.append(torch.cat([tokens[:-2], injected, tokens[-2:]]))
     return prompts
 
 
 def _outputs(engine, prompts, params):
-    return [[(c.token_ids, c.text, c.finish_reason) for c in out.completions] for out in engine.generate(prompts, params)]
+    return [
+        [(c.token_ids, c.text, c.finish_reason) for c in out.completions]
+        for out in engine.generate(prompts, params)
+    ]
 
 
 @pytest.mark.parametrize("kind", ["tokens", "embeds"])
@@ -90,12 +94,16 @@ def test_logprobs_agree_with_transformers(
 def test_logprobs_equal_a_full_forward_pass(hf_engine, token_prompts):
     """Generated tokens' log-probs equal log_softmax of one teacher-forced forward pass."""
     prompt = token_prompts[0]
-    out = hf_engine.generate([prompt], SamplingParams(temperature=1.0, max_tokens=12, seed=3, logprobs=True))
+    out = hf_engine.generate(
+        [prompt], SamplingParams(temperature=1.0, max_tokens=12, seed=3, logprobs=True)
+    )
     completion = out[0].completions[0]
     ids = torch.tensor([prompt + completion.token_ids])
     with torch.no_grad():
         logits = hf_engine.model(ids).logits[0, len(prompt) - 1 : -1]
-    expected = torch.log_softmax(logits, -1).gather(1, torch.tensor(completion.token_ids)[:, None])[:, 0]
+    expected = torch.log_softmax(logits, -1).gather(1, torch.tensor(completion.token_ids)[:, None])[
+        :, 0
+    ]
     assert torch.allclose(torch.tensor(completion.logprobs), expected, atol=LOGPROB_TOLERANCE)
 
 
@@ -117,7 +125,9 @@ def test_stop_string_cuts_text(engine_name, request, token_prompts, hf_engine):
     full = hf_engine.generate(token_prompts[1:2], SamplingParams(temperature=0.0, max_tokens=40))
     text = full[0].completions[0].text
     assert "####" in text
-    out = engine.generate(token_prompts[1:2], SamplingParams(temperature=0.0, max_tokens=40, stop=("####",)))
+    out = engine.generate(
+        token_prompts[1:2], SamplingParams(temperature=0.0, max_tokens=40, stop=("####",))
+    )
     completion = out[0].completions[0]
     assert completion.text == text[: text.index("####")]
     assert completion.finish_reason == "stop"
@@ -129,3 +139,33 @@ def test_max_tokens_gives_length_finish(vllm_engine, hf_engine, token_prompts):
         completion = engine.generate(token_prompts[:1], params)[0].completions[0]
         assert len(completion.token_ids) == 2
         assert completion.finish_reason == "length"
+
+
+def test_update_weights_changes_what_vllm_decodes(
+    tiny_model_dir, vllm_engine, hf_engine, token_prompts
+):
+    """New weights reach vLLM's copy of the model; restoring them restores the outputs."""
+    from transformers import AutoModelForCausalLM
+
+    params = SamplingParams(temperature=0.0, max_tokens=12)
+    before = _outputs(vllm_engine, token_prompts, params)
+    perturbed = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in perturbed.parameters():
+            p.add_(torch.randn(p.shape, generator=generator) * 0.05)
+    try:
+        vllm_engine.update_weights(perturbed)
+        after = _outputs(vllm_engine, token_prompts, params)
+        assert after != before
+        reference = make_engine_from_model(perturbed, hf_engine.tokenizer)
+        assert after == _outputs(reference, token_prompts, params)
+    finally:
+        vllm_engine.update_weights(hf_engine.model)
+    assert _outputs(vllm_engine, token_prompts, params) == before
+
+
+def make_engine_from_model(model, tokenizer):
+    from latentrl.rollout.hf_engine import HFEngine
+
+    return HFEngine(model, tokenizer=tokenizer)

@@ -50,7 +50,10 @@ def test_bad_prompts_raise_and_engine_keeps_serving(engine_name, request):
         with pytest.raises(RolloutError) as err:
             engine.generate(prompts, params)
         assert str(err.value) == message
-    assert engine.generate([[1, 2, 3]], params)[0].completions[0].token_ids == good[0].completions[0].token_ids
+    assert (
+        engine.generate([[1, 2, 3]], params)[0].completions[0].token_ids
+        == good[0].completions[0].token_ids
+    )
 
 
 def test_unknown_backend_is_a_config_error_naming_the_key():
@@ -62,7 +65,10 @@ def test_unknown_backend_is_a_config_error_naming_the_key():
 
 
 def test_unknown_backend_in_make_engine(tiny_model_dir):
-    with pytest.raises(RolloutError, match="unknown rollout backend 'tensorrt'; choose one of auto, vllm, vllm_server, hf"):
+    with pytest.raises(
+        RolloutError,
+        match="unknown rollout backend 'tensorrt'; choose one of auto, vllm, vllm_server, hf",
+    ):
         make_engine(tiny_model_dir, backend="tensorrt")
 
 
@@ -73,5 +79,7 @@ def test_unreachable_server_is_named(tiny_model_dir):
 
 
 def test_server_backend_needs_urls():
-    with pytest.raises(ValueError, match="server_urls: the vllm_server backend needs at least one URL"):
+    with pytest.raises(
+        ValueError, match="server_urls: the vllm_server backend needs at least one URL"
+    ):
         RolloutConfig(backend="vllm_server")
