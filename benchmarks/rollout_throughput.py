@@ -16,13 +16,17 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import torch
 from latentrl.tasks import get_task
 
-from latentrl.config import RolloutConfig
+from latentrl.config import DemoConfig, RolloutConfig, load_config
 from latentrl.models.tiny import pretrained_tiny_model
 from latentrl.rollout import SamplingParams, make_engine
+
+
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 
 
 def timed_generate(engine, prompts, params) -> tuple[float, int]:
@@ -64,9 +68,10 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=64)
     args = parser.parse_args()
 
-    model_dir = pretrained_tiny_model("arith")
-    task = get_task("arith")
-    rows = task.load("test", limit=args.prompts)
+    demo = load_config(DemoConfig, DEMO_CONFIG)  # the demo's model (cached after `make demo`)
+    model_dir = pretrained_tiny_model(demo.task.name, demo.task.options, demo.model, demo.pretrain)
+    task = get_task(demo.task.name)
+    rows = task.load("test", limit=args.prompts, **demo.task.options)
     hf = make_engine(model_dir, RolloutConfig(backend="hf", hf_batch_size=256))
     token_prompts = [hf.tokenizer(row["prompt"])["input_ids"] for row in rows]
     embed = hf.model.get_input_embeddings()

@@ -61,6 +61,16 @@ class DualReward:
         self, prompts: Sequence[Any] | None, completions: Sequence[Any], **columns: Any
     ) -> list[float | None]:
         """Score completions; keyword arguments go to both parts (the gold answer column among them)."""
+        return self.score_parts(prompts, completions, **columns)[0]
+
+    def score_parts(
+        self, prompts: Sequence[Any] | None, completions: Sequence[Any], **columns: Any
+    ) -> tuple[list[float | None], list[float | None], list[float | None]]:
+        """The dual reward and its two parts (correctness, format), for logging them apart.
+
+        >>> DualReward().score_parts(None, ["#### 18"], answer=["17"])
+        ([0.2], [0.0], [1.0])
+        """
         correct = self.correctness(prompts, completions, **columns)
         formatted = self.format(prompts, completions, **columns)
         for name, scores in (("correctness", correct), ("format", formatted)):
@@ -68,10 +78,11 @@ class DualReward:
                 raise ValueError(
                     f"DualReward: the {name} reward returned {len(scores)} scores for {len(completions)} completions"
                 )
-        return [
+        dual = [
             None if c is None or f is None else self.correctness_weight * c + self.format_weight * f
             for c, f in zip(correct, formatted, strict=True)
         ]
+        return dual, correct, formatted
 
     def close(self) -> None:
         """Close the parts that hold resources (the correctness reward's process pool)."""

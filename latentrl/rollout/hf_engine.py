@@ -183,9 +183,13 @@ class HFEngine(RolloutEngine):
 
     def _check_finished(self, row: _Row, params: SamplingParams) -> None:
         if params.stop:
-            text = self.tokenizer.decode(row.token_ids, skip_special_tokens=True)
-            cuts = [text.find(stop) for stop in params.stop if stop in text]
-            if cuts:
+            # A stop string completed by this token lies within its last few tokens (a
+            # character takes at most 4 byte-level tokens): decode only those each step.
+            window = 4 * max(len(stop) for stop in params.stop) + 1
+            tail = self.tokenizer.decode(row.token_ids[-window:], skip_special_tokens=True)
+            if any(stop in tail for stop in params.stop):
+                text = self.tokenizer.decode(row.token_ids, skip_special_tokens=True)
+                cuts = [text.find(stop) for stop in params.stop if stop in text]
                 row.text, row.finish_reason = text[: min(cuts)], "stop"
                 return
         if row.token_ids[-1] in self.eos_token_ids:

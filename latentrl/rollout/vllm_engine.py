@@ -72,6 +72,12 @@ class VLLMEngine(RolloutEngine):
         )
         if cfg.max_model_len is not None:
             kwargs["max_model_len"] = cfg.max_model_len
+        from vllm.platforms import current_platform
+
+        if current_platform.is_cpu():
+            # vLLM 0.32 on CPU crashes ("CPU Generator does not use offset") when a seeded
+            # request's prefill is split into chunks; whole prefills avoid it.
+            kwargs["enable_chunked_prefill"] = False
         self.llm = vllm.LLM(**kwargs)
         hf_config = self.llm.llm_engine.model_config.hf_config
         self.hidden_size = hf_config.hidden_size

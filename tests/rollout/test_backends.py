@@ -169,3 +169,12 @@ def make_engine_from_model(model, tokenizer):
     from latentrl.rollout.hf_engine import HFEngine
 
     return HFEngine(model, tokenizer=tokenizer)
+
+
+def test_seeded_sampling_on_a_large_batch(vllm_engine):
+    """More prompt tokens than one scheduler step holds, with seeds (vLLM CPU chunking bug)."""
+    prompts = [[5 + i % 40] * (30 + i % 20) for i in range(300)]
+    params = SamplingParams(n=2, temperature=1.0, max_tokens=4, seed=7)
+    first = _outputs(vllm_engine, prompts, params)
+    assert _outputs(vllm_engine, prompts, params) == first
+    assert len(first) == 300 and all(len(out) == 2 for out in first)
