@@ -25,7 +25,6 @@ from latentrl.config import DemoConfig, RolloutConfig, load_config
 from latentrl.models.tiny import pretrained_tiny_model
 from latentrl.rollout import SamplingParams, make_engine
 
-
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 
 
@@ -78,7 +77,7 @@ def main() -> None:
     with torch.no_grad():
         embed_prompts = [embed(torch.tensor(ids)) for ids in token_prompts]
     params = SamplingParams(
-        n=args.samples, temperature=1.0, max_tokens=args.max_tokens, stop=("\n\n",), seed=0
+        n=args.samples, temperature=1.0, max_tokens=args.max_tokens, stop=("\n\n",)
     )
     print(f"model: {model_dir}")
     print(

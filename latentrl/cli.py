@@ -40,6 +40,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_arguments(demo)
 
+    train = commands.add_parser("train", help="train with one of latentrl's methods")
+    methods = train.add_subparsers(dest="method", metavar="METHOD", required=True)
+    dlr = methods.add_parser(
+        "dlr",
+        help="DLR: latent-space contrastive RL of an assistant for a frozen main model",
+        description="Train a latent plugin with DLR (see configs/dlr_*.yaml).",
+    )
+    _add_config_arguments(dlr)
+    dlr.add_argument(
+        "--resume", action="store_true", help="continue from the run's latest checkpoint"
+    )
+
     commands.add_parser("tasks", help="list the available tasks", description="List tasks.")
     return parser
 
@@ -53,6 +65,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "tasks":
             return _list_tasks()
+        if args.command == "train":
+            from latentrl.trainers import dlr
+
+            return dlr.main(args.config, args.overrides, resume=args.resume)
         if args.command == "demo":
             from latentrl.demo import run_demo
 

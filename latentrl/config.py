@@ -111,9 +111,17 @@ class PretrainConfig:
     warmup_steps: int = 50
     num_examples: int = 20000
     """Training rows drawn from the task's train split."""
+    thought_rate: float = 0.0
+    """Fraction of examples that show the worked solution (all but its final line) as a
+    thought between latent markers before the answer cue. Above 0, every target is the
+    final answer line alone: the model answers directly, and reads worked steps only as
+    thoughts in its context, as a real LLM reads text (the DLR demo's main model)."""
+    answer_cue: str = "Answer:"
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.thought_rate <= 1.0:
+            raise ValueError("thought_rate: must be in [0, 1]")
         for name in ("steps", "batch_size", "num_examples"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: must be positive")
@@ -179,6 +187,134 @@ class ServeConfig:
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
             raise ValueError("port: must be in 1..65535")
+
+
+@dataclass
+class LatentPluginSettings:
+    """Shape of a DLR latent plugin (see ``latentrl.models.latent_plugin``)."""
+
+    num_latents: int = 4
+    """N: latent vectors per question."""
+    latent_dim: int = 32
+    """d_z: width of one latent vector."""
+    projector: Literal["linear", "mlp", "none"] = "linear"
+    """``none`` injects z as is, so latent_dim must equal the main model's hidden size."""
+    projector_scale: float = 1.0
+    """RMS of projected vectors relative to the main model's token embeddings."""
+    init_log_std: float = -1.0
+    log_std_min: float = -5.0
+    log_std_max: float = 1.0
+    use_markers: bool = True
+    """Wrap the latents in <|latent_start|> ... <|latent_end|>."""
+    answer_cue: str = "Answer:"
+    lora: bool = False
+    """Train a LoRA adapter on the assistant instead of all its weights."""
+    lora_rank: int = 16
+    lora_alpha: int = 32
+
+    def __post_init__(self) -> None:
+        for name in ("num_latents", "latent_dim", "lora_rank"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}: must be positive")
+        if self.projector_scale <= 0:
+            raise ValueError("projector_scale: must be positive")
+        if not self.log_std_min < self.init_log_std < self.log_std_max:
+            raise ValueError("init_log_std: must lie strictly between log_std_min and log_std_max")
+
+
+@dataclass
+class DLRConfig:
+    """``latentrl train dlr``: latent-space contrastive RL with a frozen main model."""
+
+    main_model: str | None = None
+    """The frozen main model (folder or Hub id). Required."""
+    assistant_model: str | None = None
+    """The assistant's base causal LM (default: a trainable copy of the main model)."""
+    task: TaskConfig = field(default_factory=TaskConfig)
+    plugin: LatentPluginSettings = field(default_factory=LatentPluginSettings)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+
+    steps: int = 200
+    """RL steps (one batch of questions each)."""
+    questions_per_step: int = 64
+    group_size: int = 8
+    """G: latent samples per question."""
+    decode_k: int = 8
+    """K: samples decoded per question, chosen by the value head (K = G decodes all)."""
+    explore: int = 0
+    """Of the K decoded, how many are drawn at random instead of by predicted value."""
+    ppo_epochs: int = 2
+    """Optimisation passes over each batch."""
+    clip_eps: float = 0.2
+    kl_coef: float = 0.0
+    """Closed-form KL to the initial policy (0 disables it and the reference copy)."""
+    entropy_coef: float = 0.0
+    advantage: Literal["grpo", "rloo"] = "grpo"
+    normalize_std: bool = True
+    learning_rate: float = 1e-4
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+
+    contrastive: Literal["none", "reward_infonce", "mv_infonce", "mv_dhel"] = "reward_infonce"
+    contrastive_weight: float = 0.05
+    contrastive_tau: float = 0.2
+    contrastive_views: int = 2
+    """R: views per question for the multi-view estimators."""
+    value_coef: float = 1.0
+    """Weight of the value head's regression loss (it only reads detached inputs)."""
+    correctness_weight: float = 1.0
+    format_weight: float = 0.2
+    decode_max_tokens: int = 16
+    decode_temperature: float = 0.0
+    """Main model's decoding; 0 = greedy, so a latent's reward is a function of the latent."""
+
+    warm_start_steps: int = 0
+    """Supervised steps through the frozen main model before RL (0 skips the warm start)."""
+    warm_start_batch_size: int = 32
+    warm_start_learning_rate: float = 3e-4
+
+    eval_problems: int = 500
+    """Held-out problems for the before/after evaluation."""
+    eval_every: int = 0
+    """Evaluate (and keep the best plugin) every N steps; 0 = only at the end."""
+    checkpoint_every: int = 50
+    output_dir: str = "runs/dlr"
+    seed: int = 0
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    report_to: list[str] = field(default_factory=list)
+    """Extra trackers through accelerate: tensorboard, wandb, trackio."""
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "questions_per_step", "group_size", "decode_k", "ppo_epochs",
+                     "decode_max_tokens", "eval_problems", "warm_start_batch_size"):  # fmt: skip
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}: must be positive")
+        if self.decode_k > self.group_size:
+            raise ValueError(
+                f"decode_k: K = {self.decode_k} exceeds group_size G = {self.group_size} "
+                "(can't decode more samples than are drawn)"
+            )
+        if not 0 <= self.explore <= self.decode_k:
+            raise ValueError("explore: must be between 0 and decode_k")
+        for name in ("kl_coef", "entropy_coef", "contrastive_weight", "value_coef",
+                     "correctness_weight", "format_weight", "weight_decay",
+                     "warm_start_steps", "warmup_steps", "eval_every", "checkpoint_every",
+                     "decode_temperature"):  # fmt: skip
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
+        for name in ("clip_eps", "learning_rate", "contrastive_tau", "max_grad_norm",
+                     "warm_start_learning_rate"):  # fmt: skip
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}: must be positive")
+        if self.contrastive in ("mv_infonce", "mv_dhel"):
+            if self.contrastive_views < 2:
+                raise ValueError("contrastive_views: the multi-view estimators need at least 2")
+            if self.contrastive_views > self.decode_k:
+                raise ValueError(
+                    "contrastive_views: can't exceed decode_k (views are decoded latents)"
+                )
 
 
 @dataclass

@@ -185,7 +185,7 @@ def pretrained_tiny_model(
 
     task = get_task(task_name)
     rows = task.load("train", limit=pretrain_cfg.num_examples, **task_options)
-    examples = [(row["prompt"], task.target(row)) for row in rows]
+    examples = pretraining_examples(task, rows, pretrain_cfg)
     started = time.perf_counter()
     tokenizer = train_tokenizer((p + t for p, t in examples), model_cfg.vocab_size)
     model = build_tiny_model(tokenizer, model_cfg)
@@ -212,6 +212,27 @@ def pretrained_tiny_model(
         "tiny model for %s cached at %s (loss %.3f)", task_name, folder, record["final_loss"]
     )
     return folder
+
+
+def pretraining_examples(task, rows, cfg: PretrainConfig) -> list[tuple[str, str]]:
+    """(prompt, target) pairs; with ``cfg.thought_rate`` > 0, direct answers with thoughts.
+
+    A thought goes where DLR injects latents: ``prefix <|latent_start|> steps
+    <|latent_end|> answer cue``.
+    """
+    if cfg.thought_rate == 0:
+        return [(row["prompt"], task.target(row)) for row in rows]
+    generator = torch.Generator().manual_seed(cfg.seed)
+    shows_thought = (torch.rand(len(rows), generator=generator) < cfg.thought_rate).tolist()
+    examples = []
+    for row, thought in zip(rows, shows_thought, strict=True):
+        *steps, final = row["solution"].split("\n")
+        prompt = row["prompt"]
+        if thought and steps and prompt.endswith(cfg.answer_cue):
+            prefix, worked = prompt[: -len(cfg.answer_cue)], "\n".join(steps)
+            prompt = f"{prefix}{LATENT_START_TOKEN}{worked}{LATENT_END_TOKEN}{cfg.answer_cue}"
+        examples.append((prompt, " " + final))
+    return examples
 
 
 def load_model_and_tokenizer(path: str | Path, dtype: torch.dtype = torch.float32):

@@ -73,6 +73,7 @@ class HFEngine(RolloutEngine):
         self.eos_token_ids = _eos_ids(self.model, tokenizer)
         # Unseeded requests draw from one engine generator, so a run is reproducible.
         self.generator = torch.Generator().manual_seed(cfg.seed)
+        self._stop_tokens: dict[tuple[str, ...], list[bool]] = {}
 
     def _generate(self, prompts: list[Prompt], params: SamplingParams) -> list[RequestOutput]:
         embed = self.model.get_input_embeddings()
@@ -182,9 +183,9 @@ class HFEngine(RolloutEngine):
         return tokens.tolist(), chosen.tolist()
 
     def _check_finished(self, row: _Row, params: SamplingParams) -> None:
-        if params.stop:
+        if params.stop and self._may_complete_stop(params.stop)[row.token_ids[-1]]:
             # A stop string completed by this token lies within its last few tokens (a
-            # character takes at most 4 byte-level tokens): decode only those each step.
+            # character takes at most 4 byte-level tokens): decode only those.
             window = 4 * max(len(stop) for stop in params.stop) + 1
             tail = self.tokenizer.decode(row.token_ids[-window:], skip_special_tokens=True)
             if any(stop in tail for stop in params.stop):
@@ -201,6 +202,17 @@ class HFEngine(RolloutEngine):
             # character (decoded as U+FFFD) rather than emit a replacement character.
             text = self.tokenizer.decode(row.token_ids, skip_special_tokens=True)
             row.text = text.rstrip("\ufffd")
+
+    def _may_complete_stop(self, stops: tuple[str, ...]) -> list[bool]:
+        """Per token id: can appending it complete one of ``stops``? Only a token whose text
+        holds a stop string's last character (or part of a multi-byte one) can."""
+        if stops not in self._stop_tokens:
+            last_chars = {stop[-1] for stop in stops}
+            texts = self.tokenizer.batch_decode([[i] for i in range(self.vocab_size)])
+            self._stop_tokens[stops] = [
+                "\ufffd" in text or any(c in text for c in last_chars) for text in texts
+            ]
+        return self._stop_tokens[stops]
 
     def update_weights(self, weights: torch.nn.Module | dict[str, torch.Tensor]) -> None:
         if weights is self.model:

@@ -1,0 +1,157 @@
+"""What every trainer shares: run folders, metrics, plots, RNG state and atomic checkpoints.
+
+A run folder holds ``config.yaml``, ``metrics.jsonl`` (one JSON object per step),
+``checkpoint-NNNNNN/`` folders and, at the end, ``curves.png``. A checkpoint folder is
+staged under a temporary name and renamed into place only when complete, so a crash
+mid-save leaves the previous checkpoint as the latest one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+CHECKPOINT_PREFIX = "checkpoint-"
+STATE_NAME = "trainer_state.json"
+
+
+# ---- RNG state ---------------------------------------------------------------------------
+
+
+def rng_state(generators: dict[str, torch.Generator]) -> dict[str, Any]:
+    """Every random state a run depends on (global and the run's own generators)."""
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "generators": {name: g.get_state() for name, g in generators.items()},
+    }
+
+
+def set_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    for name, generator in generators.items():
+        generator.set_state(state["generators"][name])
+
+
+# ---- checkpoints -------------------------------------------------------------------------
+
+
+def save_checkpoint(run_dir: Path, step: int, write: Callable[[Path], None], keep: int = 2) -> Path:
+    """Stage a checkpoint with ``write(folder)``, rename it into place, prune old ones."""
+    final = run_dir / f"{CHECKPOINT_PREFIX}{step:06d}"
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=run_dir))
+    try:
+        write(staging)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    for old in list_checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoints, oldest first (staging folders start with a dot)."""
+    if not run_dir.is_dir():
+        return []
+    found = [p for p in run_dir.glob(f"{CHECKPOINT_PREFIX}*") if (p / STATE_NAME).is_file()]
+    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]))
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    checkpoints = list_checkpoints(run_dir)
+    return checkpoints[-1] if checkpoints else None
+
+
+# ---- metrics -----------------------------------------------------------------------------
+
+
+class MetricsLog:
+    """Appends one JSON object per step to ``metrics.jsonl`` and forwards to accelerate's trackers.
+
+    On resume, lines past the resumed step (written after the checkpoint) are dropped so the
+    log reads as one uninterrupted run.
+    """
+
+    def __init__(self, run_dir: Path, accelerator=None, resume_step: int | None = None) -> None:
+        self.path = run_dir / "metrics.jsonl"
+        self.accelerator = accelerator
+        if resume_step is None:
+            self.path.write_text("")
+        else:
+            kept = [row for row in read_metrics(self.path) if row["step"] <= resume_step]
+            self.path.write_text("".join(json.dumps(row) + "\n" for row in kept))
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        row = {"step": step, **{k: _plain(v) for k, v in metrics.items()}}
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(row) + "\n")
+        if self.accelerator is not None:
+            self.accelerator.log(metrics, step=step)
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_curves(
+    metrics: Sequence[dict[str, Any]], keys: Iterable[str], path: Path, title: str
+) -> None:
+    """One PNG with a panel per metric over steps (raw and a moving average)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in keys if any(k in row for row in metrics)]
+    if not keys:
+        return
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.2), squeeze=False)
+    for ax, key in zip(axes[0], keys, strict=True):
+        points = [(row["step"], row[key]) for row in metrics if row.get(key) is not None]
+        steps, values = zip(*points, strict=True)
+        ax.plot(steps, values, alpha=0.35, label="per step")
+        ax.plot(steps, moving_average(values, 10), label="moving average (10)")
+        ax.set_title(key)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def moving_average(values: Sequence[float], window: int) -> list[float]:
+    out, total = [], 0.0
+    for i, value in enumerate(values):
+        total += value
+        if i >= window:
+            total -= values[i - window]
+        out.append(total / min(i + 1, window))
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.item()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

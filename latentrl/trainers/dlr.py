@@ -1,0 +1,554 @@
+"""DLR recipe: latent-space contrastive RL with a frozen main model.
+
+    latentrl train dlr --config configs/dlr_arith_tiny.yaml [key.sub=value ...] [--resume]
+
+Each step: G latent samples per question from the assistant's Gaussian policy; a value
+head picks the K most promising (plus ``explore`` random ones) to decode; the frozen main
+model decodes them greedily in one rollout-engine call; the dual reward scores them;
+``ppo_epochs`` passes of a PPO-clipped objective on the latent log-probs (group-normalised
+advantages, optional closed-form KL to the initial policy) plus a contrastive term on the
+latents and the value head's regression loss.
+
+Simplified relative to the paper (which publishes no code): the reconstruction of
+DESIGN.md ("DLR"); decoding is greedy so a latent's reward is a function of the latent;
+evaluation feeds the policy's mean latent; the optional warm start trains assistant and
+projector by cross-entropy of the gold solution through the frozen main model.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+from latentrl.config import ConfigError, DLRConfig, load_config, save_config
+from latentrl.io import write_json
+from latentrl.losses import (
+    PPOClipLoss,
+    gaussian_entropy,
+    gaussian_kl,
+    gaussian_log_prob,
+    get_advantage_estimator,
+    make_contrastive_loss,
+    value_loss,
+)
+from latentrl.models.latent_plugin import (
+    LatentPlugin,
+    LatentPluginConfig,
+    build_prompt_embeds,
+    embedding_rms,
+)
+from latentrl.models.tokens import LATENT_END_TOKEN, LATENT_START_TOKEN, LATENT_TOKEN
+from latentrl.rewards import DualReward
+from latentrl.rollout import SamplingParams, make_engine
+from latentrl.tasks import get_task
+from latentrl.trainers.common import (
+    MetricsLog,
+    latest_checkpoint,
+    plot_curves,
+    read_metrics,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+
+CURVE_KEYS = ("reward_mean", "accuracy", "decodes_saved", "contrastive_loss")
+
+
+class Rollout(NamedTuple):
+    """One step's decoded trajectories (Q questions, K decoded latents each)."""
+
+    input_ids: torch.Tensor  # [Q, L] assistant input: question + N placeholders
+    attention_mask: torch.Tensor  # [Q, L]
+    z: torch.Tensor  # [Q, K, N, d_z] decoded latents
+    eps: torch.Tensor  # [Q, K, N, d_z] their standard-normal noise
+    logp_old: torch.Tensor  # [Q, K] behaviour log-probs
+    rewards: torch.Tensor  # [Q, K] dual reward, NaN where it could not be judged
+    correct: torch.Tensor  # [Q, K]
+    formatted: torch.Tensor  # [Q, K]
+    tokens_decoded: int
+
+
+def select_for_decoding(
+    values: torch.Tensor, k: int, explore: int, generator: torch.Generator
+) -> torch.Tensor:
+    """Indices [Q, K] of the samples to decode: the top K - explore by predicted value,
+    then ``explore`` drawn uniformly from the rest. With K = G, every sample."""
+    num_questions, group = values.shape
+    if k == group:
+        return torch.arange(group).expand(num_questions, group)
+    order = values.argsort(dim=1, descending=True)
+    best = order[:, : k - explore]
+    if explore == 0:
+        return best
+    rest = order[:, k - explore :]
+    picks = torch.rand(rest.shape, generator=generator).argsort(dim=1)[:, :explore]
+    return torch.cat([best, rest.gather(1, picks)], dim=1)
+
+
+class DLRTrainer:
+    """setup() -> warm_start() -> train() -> cleanup(); see :func:`main`."""
+
+    def __init__(self, cfg: DLRConfig, resume: bool = False) -> None:
+        self.cfg = cfg
+        self.resume = resume
+        self.run_dir = Path(cfg.output_dir)
+
+    # ---- setup ---------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        cfg = self.cfg
+        self._check_models()  # before any weights load
+        self.accelerator = Accelerator(
+            cpu=not torch.cuda.is_available(),
+            mixed_precision=cfg.mixed_precision,
+            log_with=cfg.report_to or None,
+            project_dir=str(self.run_dir),
+        )
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, self.run_dir / "config.yaml")
+        torch.manual_seed(cfg.seed)
+        self.sample_generator = torch.Generator().manual_seed(cfg.seed)
+        self.data_generator = torch.Generator().manual_seed(cfg.seed + 1)
+
+        self.task = get_task(cfg.task.name)
+        self.train_rows = self.task.load("train", **cfg.task.options)
+        self.eval_rows = self.task.load("test", limit=cfg.eval_problems, **cfg.task.options)
+
+        self.tokenizer = AutoTokenizer.from_pretrained(cfg.main_model)
+        self.main_model = AutoModelForCausalLM.from_pretrained(cfg.main_model)
+        self.main_model.requires_grad_(False).eval()
+        self.main_snapshot = {k: v.clone() for k, v in self.main_model.state_dict().items()}
+        self.engine = make_engine(cfg.main_model, cfg.rollout)
+
+        self.plugin = self._build_plugin()
+        self.reference = None
+        if cfg.kl_coef > 0:
+            self.reference = copy.deepcopy(self.plugin).requires_grad_(False).eval()
+        trainable = [p for p in self.plugin.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.plugin, self.optimizer = self.accelerator.prepare(self.plugin, self.optimizer)
+
+        self.reward = DualReward(
+            cfg.correctness_weight, cfg.format_weight, format={"style": self.task.answer_format}
+        )
+        self.ppo = PPOClipLoss(
+            clip_eps=cfg.clip_eps, kl_coef=cfg.kl_coef, entropy_coef=cfg.entropy_coef
+        )
+        self.advantages = get_advantage_estimator(cfg.advantage)
+        self.advantage_options = (
+            {"normalize_std": cfg.normalize_std} if cfg.advantage == "grpo" else {}
+        )
+        self.contrastive = None
+        if cfg.contrastive != "none":
+            options = {"tau": cfg.contrastive_tau}
+            if cfg.contrastive in ("mv_infonce", "mv_dhel"):
+                options["num_views"] = cfg.contrastive_views
+            self.contrastive = make_contrastive_loss(cfg.contrastive, **options)
+
+        self.step = 0
+        self.order: list[int] = []
+        self.position = 0
+        resume_from = latest_checkpoint(self.run_dir) if self.resume else None
+        if resume_from is not None:
+            self._load_checkpoint(resume_from)
+        self.metrics = MetricsLog(
+            self.run_dir, self.accelerator, resume_step=self.step if resume_from else None
+        )
+        if cfg.report_to:
+            self.accelerator.init_trackers("latentrl-dlr", config=asdict(cfg))
+
+    def _check_models(self) -> None:
+        cfg = self.cfg
+        if not cfg.main_model:
+            raise ConfigError("missing required key 'main_model' (a model folder or Hub id)")
+        main = AutoConfig.from_pretrained(cfg.main_model)
+        if cfg.plugin.projector == "none" and cfg.plugin.latent_dim != main.hidden_size:
+            assistant = AutoConfig.from_pretrained(cfg.assistant_model or cfg.main_model)
+            raise ConfigError(
+                f"plugin.projector: 'none' injects latents as they are, but latent_dim "
+                f"{cfg.plugin.latent_dim} (assistant width {assistant.hidden_size}) differs from "
+                f"the main model's hidden size {main.hidden_size}; use a linear or mlp projector"
+            )
+
+    def _build_plugin(self) -> LatentPlugin:
+        cfg = self.cfg
+        assistant_path = cfg.assistant_model or cfg.main_model
+        tokenizer = AutoTokenizer.from_pretrained(assistant_path)
+        assistant = AutoModelForCausalLM.from_pretrained(assistant_path)
+        if LATENT_TOKEN not in tokenizer.get_vocab():
+            tokenizer.add_special_tokens({"additional_special_tokens": [LATENT_TOKEN]})
+            assistant.resize_token_embeddings(len(tokenizer))
+        if cfg.plugin.use_markers:
+            vocab = self.tokenizer.get_vocab()
+            missing = [t for t in (LATENT_START_TOKEN, LATENT_END_TOKEN) if t not in vocab]
+            if missing:
+                raise ConfigError(
+                    f"plugin.use_markers: the main model's tokenizer has no {missing}; "
+                    "set plugin.use_markers=false for this model"
+                )
+        if cfg.plugin.lora:
+            from peft import LoraConfig, get_peft_model
+
+            lora = LoraConfig(
+                r=cfg.plugin.lora_rank,
+                lora_alpha=cfg.plugin.lora_alpha,
+                target_modules="all-linear",
+            )
+            assistant = get_peft_model(assistant, lora)
+        config = LatentPluginConfig(
+            main_model=str(cfg.main_model),
+            main_hidden_size=self.main_model.config.hidden_size,
+            assistant_model=str(assistant_path),
+            settings=cfg.plugin,
+        )
+        target_rms = embedding_rms(self.main_model.get_input_embeddings().weight)
+        return LatentPlugin(config, assistant, tokenizer, target_rms)
+
+    def _lr_factor(self, step: int) -> float:
+        warmup = self.cfg.warmup_steps
+        if step < warmup:
+            return (step + 1) / warmup
+        if self.cfg.lr_schedule == "constant":
+            return 1.0
+        progress = (step - warmup) / max(1, self.cfg.steps - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    # ---- shared pieces -------------------------------------------------------------------
+
+    @property
+    def policy(self) -> LatentPlugin:
+        return self.accelerator.unwrap_model(self.plugin)
+
+    def _prompt_embeds(self, rows: Sequence[dict], latents: torch.Tensor) -> list[torch.Tensor]:
+        """Main-model inputs for rows [Q] and projected latents [Q, K, N, H] -> Q*K tensors."""
+        settings = self.cfg.plugin
+        embed = self.main_model.get_input_embeddings()
+        with torch.no_grad():
+            return [
+                build_prompt_embeds(
+                    embed,
+                    self.tokenizer,
+                    row["prompt"],
+                    vectors,
+                    settings.answer_cue,
+                    settings.use_markers,
+                )
+                for row, group in zip(rows, latents, strict=True)
+                for vectors in group
+            ]
+
+    def _score(self, rows: Sequence[dict], texts: list[str], per_row: int):
+        golds = [row["answer"] for row in rows for _ in range(per_row)]
+        dual, correct, formatted = self.reward.score_parts(None, texts, answer=golds)
+        shape = (len(rows), per_row)
+
+        def tensor(values):
+            return torch.tensor([math.nan if v is None else v for v in values]).view(shape)
+
+        return tensor(dual), tensor(correct), tensor(formatted)
+
+    def _next_batch(self) -> list[dict]:
+        rows = []
+        while len(rows) < self.cfg.questions_per_step:
+            if self.position >= len(self.order):
+                self.order = torch.randperm(
+                    len(self.train_rows), generator=self.data_generator
+                ).tolist()
+                self.position = 0
+            rows.append(self.train_rows[self.order[self.position]])
+            self.position += 1
+        return rows
+
+    # ---- warm start ----------------------------------------------------------------------
+
+    def warm_start(self) -> None:
+        """Supervised: cross-entropy of the gold solution given sampled latents, through the
+        frozen main model (trains assistant, latent head and projector)."""
+        cfg = self.cfg
+        if cfg.warm_start_steps == 0 or self.step > 0:
+            return
+        policy = self.policy
+        optimizer = torch.optim.AdamW(
+            [p for p in policy.parameters() if p.requires_grad], lr=cfg.warm_start_learning_rate
+        )
+        eos = self.tokenizer.eos_token_id
+        bar = tqdm(
+            range(cfg.warm_start_steps),
+            desc="warm start",
+            disable=not self.accelerator.is_main_process,
+        )
+        for _ in bar:
+            picks = torch.randint(
+                len(self.train_rows), (cfg.warm_start_batch_size,), generator=self.data_generator
+            )
+            rows = [self.train_rows[i] for i in picks.tolist()]
+            dist = policy.distribution(*policy.encode_questions([r["question"] for r in rows]))
+            z = dist.mean + dist.log_std.exp() * torch.randn(
+                dist.mean.shape, generator=self.sample_generator
+            )
+            latents = policy.projector(z)  # [B, N, H], with gradient
+            loss = self._solution_loss(rows, latents, eos)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+
+    def _solution_loss(self, rows: Sequence[dict], latents: torch.Tensor, eos: int) -> torch.Tensor:
+        settings = self.cfg.plugin
+        embed = self.main_model.get_input_embeddings()
+        inputs, labels = [], []
+        for row, vectors in zip(rows, latents, strict=True):
+            prompt = build_prompt_embeds(
+                embed,
+                self.tokenizer,
+                row["prompt"],
+                vectors,
+                settings.answer_cue,
+                settings.use_markers,
+            )
+            target = self.tokenizer(self.task.target(row), add_special_tokens=False)[
+                "input_ids"
+            ] + [eos]
+            inputs.append(torch.cat([prompt, embed(torch.tensor(target))]))
+            labels.append([-100] * prompt.shape[0] + target)
+        width = max(len(label) for label in labels)
+        hidden = inputs[0].shape[1]
+        padded = torch.zeros(len(rows), width, hidden)
+        label_ids = torch.full((len(rows), width), -100)
+        mask = torch.zeros(len(rows), width, dtype=torch.long)
+        for i, (x, label) in enumerate(zip(inputs, labels, strict=True)):
+            padded[i, : x.shape[0]] = x
+            label_ids[i, : len(label)] = torch.tensor(label)
+            mask[i, : x.shape[0]] = 1
+        return self.main_model(inputs_embeds=padded, attention_mask=mask, labels=label_ids).loss
+
+    # ---- RL ------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def _rollout(self, rows: list[dict]) -> Rollout:
+        cfg, policy = self.cfg, self.policy
+        input_ids, mask = policy.encode_questions([r["question"] for r in rows])
+        dist = policy.distribution(input_ids, mask)
+        shape = (len(rows), cfg.group_size, *dist.mean.shape[1:])
+        eps = torch.randn(shape, generator=self.sample_generator)  # [Q, G, N, d_z]
+        z = dist.mean[:, None] + dist.log_std.exp()[:, None] * eps
+        values = policy.value(dist.features, z)  # [Q, G]
+        chosen = select_for_decoding(values, cfg.decode_k, cfg.explore, self.sample_generator)
+        index = chosen[:, :, None, None].expand(-1, -1, *z.shape[2:])
+        z, eps = z.gather(1, index), eps.gather(1, index)  # [Q, K, N, d_z]
+        logp_old = gaussian_log_prob(
+            z, dist.mean[:, None], dist.log_std[:, None], event_dims=2
+        )  # [Q, K]
+
+        prompts = self._prompt_embeds(rows, policy.projector(z))
+        params = SamplingParams(
+            temperature=cfg.decode_temperature,
+            max_tokens=cfg.decode_max_tokens,
+            seed=cfg.seed + self.step,
+        )
+        outputs = self.engine.generate(prompts, params)
+        completions = [out.completions[0] for out in outputs]
+        rewards, correct, formatted = self._score(rows, [c.text for c in completions], cfg.decode_k)
+        tokens = sum(len(c.token_ids) for c in completions)
+        return Rollout(input_ids, mask, z, eps, logp_old, rewards, correct, formatted, tokens)
+
+    def _update(self, rollout: Rollout) -> dict[str, float]:
+        cfg = self.cfg
+        judged = ~rollout.rewards.isnan()
+        advantages = self.advantages(rollout.rewards, **self.advantage_options)
+        # The contrastive term needs a number for every latent: an unjudged one counts as a
+        # failure there (it is also excluded from advantages and counted in `unjudged`).
+        contrast_rewards = rollout.rewards.nan_to_num(0.0)
+        stats: dict[str, float] = {}
+        for _ in range(cfg.ppo_epochs):
+            policy = self.policy
+            dist = policy.distribution(rollout.input_ids, rollout.attention_mask)
+            mean, log_std = dist.mean[:, None], dist.log_std[:, None]  # [Q, 1, N, d_z]
+            logp = gaussian_log_prob(rollout.z, mean, log_std, event_dims=2)  # [Q, K]
+            kl = None
+            if self.reference is not None:
+                with torch.no_grad():
+                    ref = self.reference.distribution(rollout.input_ids, rollout.attention_mask)
+                kl = gaussian_kl(dist.mean, dist.log_std, ref.mean, ref.log_std)  # [Q]
+                kl = kl[:, None].expand_as(logp).flatten()
+            entropy = gaussian_entropy(dist.log_std)[:, None].expand_as(logp).flatten()
+            loss, stats = self.ppo(
+                logp.flatten(),
+                rollout.logp_old.flatten(),
+                advantages.flatten(),
+                kl=kl,
+                entropy=entropy,
+            )
+            if self.contrastive is not None:
+                # The same noise through the current policy: gradients reach mean and std.
+                z_now = mean + log_std.exp() * rollout.eps
+                contrast, contrast_stats = self.contrastive(z_now.flatten(2), contrast_rewards)
+                loss = loss + cfg.contrastive_weight * contrast
+                stats.update(contrast_stats)
+            predicted = policy.value(dist.features, rollout.z)
+            v_loss, v_stats = value_loss(predicted[judged], rollout.rewards[judged])
+            loss = loss + cfg.value_coef * v_loss
+            stats.update(v_stats)
+            self.accelerator.backward(loss)
+            stats["grad_norm"] = float(
+                self.accelerator.clip_grad_norm_(self.plugin.parameters(), cfg.max_grad_norm)
+            )
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        stats["latent_std"] = dist.log_std.exp().mean().item()
+        return stats
+
+    def train(self) -> None:
+        cfg = self.cfg
+        bar = tqdm(
+            total=cfg.steps,
+            initial=self.step,
+            desc="DLR",
+            disable=not self.accelerator.is_main_process,
+        )
+        while self.step < cfg.steps:
+            started = time.perf_counter()
+            rows = self._next_batch()
+            rollout = self._rollout(rows)
+            decoded_at = time.perf_counter()
+            stats = self._update(rollout)
+            self.step += 1
+            rewards = rollout.rewards
+            group_std = rewards.nan_to_num(0.0).std(dim=1, unbiased=False)
+            metrics = {
+                "reward_mean": rewards.nanmean().item(),
+                "reward_std": rewards[~rewards.isnan()].std(unbiased=False).item(),
+                "accuracy": rollout.correct.nanmean().item(),
+                "format_rate": rollout.formatted.nanmean().item(),
+                "zero_std_groups": (group_std == 0).float().mean().item(),
+                "unjudged": int(rewards.isnan().sum()),
+                "decodes_saved": 1 - cfg.decode_k / cfg.group_size,
+                "main_tokens_decoded": rollout.tokens_decoded,
+                "lr": self.scheduler.get_last_lr()[0],
+                "rollout_time": decoded_at - started,
+                "step_time": time.perf_counter() - started,
+                **stats,
+            }
+            self.metrics.log(self.step, metrics)
+            bar.update(1)
+            bar.set_postfix(
+                reward=f"{metrics['reward_mean']:.3f}", acc=f"{metrics['accuracy']:.3f}"
+            )
+            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                self._save_checkpoint()
+        bar.close()
+
+    # ---- evaluation ----------------------------------------------------------------------
+
+    @torch.no_grad()
+    def evaluate(self, with_plugin: bool) -> dict[str, float]:
+        """Greedy accuracy on the held-out rows, with the plugin's mean latents or without."""
+        rows = list(self.eval_rows)
+        if with_plugin:
+            policy = self.policy
+            prompts = []
+            for start in range(0, len(rows), 64):
+                chunk = rows[start : start + 64]
+                dist = policy.distribution(*policy.encode_questions([r["question"] for r in chunk]))
+                prompts += self._prompt_embeds(chunk, policy.projector(dist.mean)[:, None])
+        else:
+            prompts = [
+                self.tokenizer(r["prompt"], add_special_tokens=False)["input_ids"] for r in rows
+            ]
+        outputs = self.engine.generate(
+            prompts, SamplingParams(temperature=0.0, max_tokens=self.cfg.decode_max_tokens)
+        )
+        _, correct, formatted = self._score(rows, [o.completions[0].text for o in outputs], 1)
+        return {"accuracy": correct.nanmean().item(), "format_rate": formatted.nanmean().item()}
+
+    # ---- checkpoints ---------------------------------------------------------------------
+
+    def _save_checkpoint(self) -> Path:
+        def write(folder: Path) -> None:
+            self.policy.save_pretrained(folder / "plugin")
+            torch.save(
+                {
+                    "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(),
+                    "rng": rng_state(
+                        {"sample": self.sample_generator, "data": self.data_generator}
+                    ),
+                    "order": self.order,
+                },
+                folder / "training_state.pt",
+            )
+            write_json(
+                folder / "trainer_state.json", {"step": self.step, "position": self.position}
+            )
+
+        if not self.accelerator.is_main_process:
+            return self.run_dir
+        return save_checkpoint(self.run_dir, self.step, write)
+
+    def _load_checkpoint(self, folder: Path) -> None:
+        import json
+
+        state = json.loads((folder / "trainer_state.json").read_text())
+        saved = LatentPlugin.from_pretrained(folder / "plugin", main_model=self.cfg.main_model)
+        self.policy.load_state_dict(saved.state_dict())
+        training = torch.load(folder / "training_state.pt", weights_only=False)
+        self.optimizer.load_state_dict(training["optimizer"])
+        self.scheduler.load_state_dict(training["scheduler"])
+        set_rng_state(
+            training["rng"], {"sample": self.sample_generator, "data": self.data_generator}
+        )
+        self.order = training["order"]
+        self.step, self.position = state["step"], state["position"]
+
+    # ---- end of run ----------------------------------------------------------------------
+
+    def cleanup(self) -> None:
+        """Assert the main model is untouched, save the plugin and the curves, release the engine."""
+        for name, tensor in self.main_model.state_dict().items():
+            if not torch.equal(tensor, self.main_snapshot[name]):
+                raise RuntimeError(f"the frozen main model changed during training: {name}")
+        if self.accelerator.is_main_process:
+            self.policy.save_pretrained(self.run_dir / "plugin")
+            plot_curves(
+                read_metrics(self.run_dir / "metrics.jsonl"),
+                CURVE_KEYS,
+                self.run_dir / "curves.png",
+                "DLR training",
+            )
+        # The engine first: accelerate's end_training destroys the process group vLLM uses.
+        self.engine.close()
+        self.reward.close()
+        self.accelerator.end_training()
+
+
+def main(config_path: str | None, overrides: Sequence[str], resume: bool = False) -> int:
+    cfg = load_config(DLRConfig, config_path, overrides)
+    trainer = DLRTrainer(cfg, resume=resume)
+    trainer.setup()
+    before = trainer.evaluate(with_plugin=False)
+    trainer.warm_start()
+    trainer.train()
+    after = trainer.evaluate(with_plugin=True)
+    trainer.cleanup()
+    summary = {"frozen_model": before, "with_plugin": after, "steps": trainer.step}
+    write_json(trainer.run_dir / "summary.json", summary)
+    print(f"\n{'':<22}{'accuracy':>10}{'format':>10}")
+    print(f"{'frozen main model':<22}{before['accuracy']:>10.1%}{before['format_rate']:>10.1%}")
+    print(f"{'with DLR plugin':<22}{after['accuracy']:>10.1%}{after['format_rate']:>10.1%}")
+    print(f"plugin saved to {trainer.run_dir / 'plugin'}")
+    return 0
