@@ -282,7 +282,8 @@ class DLRConfig:
     checkpoint_every: int = 50
     output_dir: str = "runs/dlr"
     seed: int = 0
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    mixed_precision: Literal["none", "bf16", "fp16"] = "none"
+    """Through accelerate ("none" rather than its "no", which YAML reads as false)."""
     report_to: list[str] = field(default_factory=list)
     """Extra trackers through accelerate: tensorboard, wandb, trackio."""
 

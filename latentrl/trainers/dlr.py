@@ -76,6 +76,7 @@ class Rollout(NamedTuple):
     correct: torch.Tensor  # [Q, K]
     formatted: torch.Tensor  # [Q, K]
     tokens_decoded: int
+    seconds: dict[str, float]  # sample / decode / reward wall time
 
 
 def select_for_decoding(
@@ -110,7 +111,7 @@ class DLRTrainer:
         self._check_models()  # before any weights load
         self.accelerator = Accelerator(
             cpu=not torch.cuda.is_available(),
-            mixed_precision=cfg.mixed_precision,
+            mixed_precision="no" if cfg.mixed_precision == "none" else cfg.mixed_precision,
             log_with=cfg.report_to or None,
             project_dir=str(self.run_dir),
         )
@@ -159,6 +160,7 @@ class DLRTrainer:
             self.contrastive = make_contrastive_loss(cfg.contrastive, **options)
 
         self.step = 0
+        self.best_accuracy = -1.0
         self.order: list[int] = []
         self.position = 0
         resume_from = latest_checkpoint(self.run_dir) if self.resume else None
@@ -341,6 +343,7 @@ class DLRTrainer:
     @torch.no_grad()
     def _rollout(self, rows: list[dict]) -> Rollout:
         cfg, policy = self.cfg, self.policy
+        started = time.perf_counter()
         input_ids, mask = policy.encode_questions([r["question"] for r in rows])
         dist = policy.distribution(input_ids, mask)
         shape = (len(rows), cfg.group_size, *dist.mean.shape[1:])
@@ -355,16 +358,25 @@ class DLRTrainer:
         )  # [Q, K]
 
         prompts = self._prompt_embeds(rows, policy.projector(z))
+        sampled = time.perf_counter()
         params = SamplingParams(
             temperature=cfg.decode_temperature,
             max_tokens=cfg.decode_max_tokens,
             seed=cfg.seed + self.step,
         )
         outputs = self.engine.generate(prompts, params)
+        decoded = time.perf_counter()
         completions = [out.completions[0] for out in outputs]
         rewards, correct, formatted = self._score(rows, [c.text for c in completions], cfg.decode_k)
         tokens = sum(len(c.token_ids) for c in completions)
-        return Rollout(input_ids, mask, z, eps, logp_old, rewards, correct, formatted, tokens)
+        seconds = {
+            "sample_time": sampled - started,
+            "decode_time": decoded - sampled,
+            "reward_time": time.perf_counter() - decoded,
+        }
+        return Rollout(
+            input_ids, mask, z, eps, logp_old, rewards, correct, formatted, tokens, seconds
+        )
 
     def _update(self, rollout: Rollout) -> dict[str, float]:
         cfg = self.cfg
@@ -425,8 +437,9 @@ class DLRTrainer:
             started = time.perf_counter()
             rows = self._next_batch()
             rollout = self._rollout(rows)
-            decoded_at = time.perf_counter()
+            updating = time.perf_counter()
             stats = self._update(rollout)
+            update_time = time.perf_counter() - updating
             self.step += 1
             rewards = rollout.rewards
             group_std = rewards.nan_to_num(0.0).std(dim=1, unbiased=False)
@@ -440,10 +453,13 @@ class DLRTrainer:
                 "decodes_saved": 1 - cfg.decode_k / cfg.group_size,
                 "main_tokens_decoded": rollout.tokens_decoded,
                 "lr": self.scheduler.get_last_lr()[0],
-                "rollout_time": decoded_at - started,
+                **rollout.seconds,
+                "update_time": update_time,
                 "step_time": time.perf_counter() - started,
                 **stats,
             }
+            if cfg.eval_every and self.step % cfg.eval_every == 0:
+                metrics.update(self._evaluate_and_keep_best())
             self.metrics.log(self.step, metrics)
             bar.update(1)
             bar.set_postfix(
@@ -476,6 +492,14 @@ class DLRTrainer:
         _, correct, formatted = self._score(rows, [o.completions[0].text for o in outputs], 1)
         return {"accuracy": correct.nanmean().item(), "format_rate": formatted.nanmean().item()}
 
+    def _evaluate_and_keep_best(self) -> dict[str, float]:
+        """Held-out accuracy now; the best plugin so far is kept in ``best_plugin/``."""
+        accuracy = self.evaluate(with_plugin=True)["accuracy"]
+        if accuracy > self.best_accuracy and self.accelerator.is_main_process:
+            self.best_accuracy = accuracy
+            self.policy.save_pretrained(self.run_dir / "best_plugin")
+        return {"eval_accuracy": accuracy, "best_eval_accuracy": self.best_accuracy}
+
     # ---- checkpoints ---------------------------------------------------------------------
 
     def _save_checkpoint(self) -> Path:
@@ -493,7 +517,8 @@ class DLRTrainer:
                 folder / "training_state.pt",
             )
             write_json(
-                folder / "trainer_state.json", {"step": self.step, "position": self.position}
+                folder / "trainer_state.json",
+                {"step": self.step, "position": self.position, "best_accuracy": self.best_accuracy},
             )
 
         if not self.accelerator.is_main_process:
@@ -514,6 +539,7 @@ class DLRTrainer:
         )
         self.order = training["order"]
         self.step, self.position = state["step"], state["position"]
+        self.best_accuracy = state["best_accuracy"]
 
     # ---- end of run ----------------------------------------------------------------------
 
@@ -530,10 +556,15 @@ class DLRTrainer:
                 self.run_dir / "curves.png",
                 "DLR training",
             )
-        # The engine first: accelerate's end_training destroys the process group vLLM uses.
         self.engine.close()
         self.reward.close()
-        self.accelerator.end_training()
+        if self.accelerator.num_processes > 1:
+            self.accelerator.end_training()  # trackers, and the process group it started
+        else:
+            # A single process has no group of accelerate's; the default group there, if
+            # any, belongs to an in-process vLLM engine that may still be serving.
+            for tracker in self.accelerator.trackers:
+                tracker.finish()
 
 
 def main(config_path: str | None, overrides: Sequence[str], resume: bool = False) -> int:

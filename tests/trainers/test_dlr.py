@@ -1,0 +1,208 @@
+"""DLR trainer: value-head filtering, config validation, frozen main model, exact resume, plugin I/O."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from latentrl.cli import main as cli_main
+from latentrl.config import ConfigError, DLRConfig, load_config
+from latentrl.models.latent_plugin import LatentPlugin
+from latentrl.trainers.common import read_metrics
+from latentrl.trainers.dlr import DLRTrainer, select_for_decoding
+from tests.conftest import REPO_ROOT, TEST_TASK_OPTIONS
+
+CONFIG = REPO_ROOT / "configs" / "dlr_arith_tiny.yaml"
+# Time-dependent metrics differ between runs; everything else must match exactly.
+TIMING_KEYS = {"sample_time", "decode_time", "reward_time", "update_time", "step_time"}
+
+
+def small_run(model_dir, output_dir, *overrides):
+    options = [f"task.options.{k}={v}" for k, v in TEST_TASK_OPTIONS.items()]
+    return [
+        f"main_model={model_dir}", f"output_dir={output_dir}", "questions_per_step=4",
+        "group_size=4", "decode_k=4", "eval_problems=8", "decode_max_tokens=8",
+        "rollout.backend=hf", "checkpoint_every=2", *options, *overrides,
+    ]  # fmt: skip
+
+
+def test_select_for_decoding_keeps_top_k_by_value():
+    values = torch.tensor([[0.1, 0.9, 0.5, 0.3], [0.7, 0.2, 0.8, 0.0]])
+    generator = torch.Generator().manual_seed(0)
+    chosen = select_for_decoding(values, k=2, explore=0, generator=generator)
+    assert chosen.tolist() == [[1, 2], [2, 0]]
+    assert (
+        select_for_decoding(values, k=4, explore=0, generator=generator).tolist()
+        == [[0, 1, 2, 3]] * 2
+    )
+    explored = select_for_decoding(values, k=3, explore=1, generator=generator)
+    assert explored[:, :2].tolist() == [[1, 2], [2, 0]]  # the best two, then one of the rest
+    assert explored[0, 2].item() in (0, 3) and explored[1, 2].item() in (1, 3)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "decode_k=16",
+            "decode_k: K = 16 exceeds group_size G = 8 (can't decode more samples than are drawn)",
+        ),
+        ("kl_coef=-0.1", "kl_coef: must be >= 0, got -0.1"),
+        ("format_weight=-1", "format_weight: must be >= 0, got -1.0"),
+        (
+            "contrastive=supcon",
+            "contrastive: expected one of 'none', 'reward_infonce', 'mv_infonce', 'mv_dhel', got 'supcon'",
+        ),
+        ("clip_eps=0", "clip_eps: must be positive"),
+    ],
+)
+def test_bad_config_fails_before_models_load(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(DLRConfig, CONFIG, [override, "main_model=/nonexistent"])
+    assert str(err.value).startswith(message)
+
+
+def test_projector_none_with_width_mismatch_fails_before_weights_load(tiny_model_dir, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("weights were loaded")
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", no_loading)
+    cfg = load_config(
+        DLRConfig,
+        CONFIG,
+        [f"main_model={tiny_model_dir}", "plugin.projector=none", "plugin.latent_dim=32"],
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"plugin.projector: 'none' injects latents as they are, but latent_dim 32",
+    ):
+        DLRTrainer(cfg).setup()
+
+
+def test_missing_main_model_is_named():
+    with pytest.raises(ConfigError, match="missing required key 'main_model'"):
+        DLRTrainer(load_config(DLRConfig, CONFIG)).setup()
+
+
+def _run(model_dir, out, *overrides, resume=False):
+    argv = ["train", "dlr", "--config", str(CONFIG), *small_run(model_dir, out, *overrides)]
+    assert cli_main([*argv, "--resume"] if resume else argv) == 0
+
+
+def test_resume_continues_exactly_and_main_model_stays_frozen(tiny_model_dir, tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    _run(tiny_model_dir, straight, "steps=4")
+    _run(tiny_model_dir, resumed, "steps=2")
+    _run(tiny_model_dir, resumed, "steps=4", resume=True)
+
+    a = LatentPlugin.from_pretrained(straight / "plugin")
+    b = LatentPlugin.from_pretrained(resumed / "plugin")
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(x, y), name
+    rows_a, rows_b = (
+        read_metrics(straight / "metrics.jsonl"),
+        read_metrics(resumed / "metrics.jsonl"),
+    )
+    assert [r["step"] for r in rows_b] == [1, 2, 3, 4]
+    for ra, rb in zip(rows_a, rows_b, strict=True):
+        assert {k: v for k, v in ra.items() if k not in TIMING_KEYS} == {
+            k: v for k, v in rb.items() if k not in TIMING_KEYS
+        }
+
+    # Training changed the plugin between the two checkpoints (the value head always learns).
+    halfway = LatentPlugin.from_pretrained(resumed / "checkpoint-000002" / "plugin")
+    assert not torch.equal(halfway.value_head[0].weight, a.value_head[0].weight)
+    # ... and the run records what it logs every step and the end-of-run artefacts.
+    for key in ("reward_mean", "reward_std", "accuracy", "format_rate", "zero_std_groups", "latent_std",
+                "clip_fraction", "contrastive_loss", "value_mae", "decodes_saved", "main_tokens_decoded", "step_time"):  # fmt: skip
+        assert key in rows_a[0], key
+    assert (straight / "curves.png").stat().st_size > 0
+    summary = json.loads((straight / "summary.json").read_text())
+    assert 0.0 <= summary["with_plugin"]["accuracy"] <= 1.0
+
+
+def test_main_model_is_bit_identical_after_training(tiny_model_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    before = load_file(tiny_model_dir / "model.safetensors")
+    cfg = load_config(
+        DLRConfig, CONFIG, small_run(tiny_model_dir, tmp_path, "steps=2", "warm_start_steps=2")
+    )
+    trainer = DLRTrainer(cfg)
+    trainer.setup()
+    trainer.warm_start()
+    trainer.train()
+    for name, tensor in trainer.main_model.state_dict().items():
+        assert torch.equal(tensor, trainer.main_snapshot[name]), name
+    assert not any(p.requires_grad for p in trainer.main_model.parameters())
+    trainer.cleanup()
+    after = load_file(tiny_model_dir / "model.safetensors")
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_plugin_round_trip_and_main_model_check(tiny_model_dir, tmp_path):
+    cfg = load_config(DLRConfig, CONFIG, small_run(tiny_model_dir, tmp_path, "steps=1"))
+    trainer = DLRTrainer(cfg)
+    trainer.setup()
+    plugin = trainer.policy
+    plugin.save_pretrained(tmp_path / "saved")
+    loaded = LatentPlugin.from_pretrained(tmp_path / "saved", main_model=str(tiny_model_dir))
+    ids, mask = plugin.encode_questions(["Question: 1 + 2\nAnswer:", "Question: 3\nAnswer:"])
+    with torch.no_grad():
+        a, b = plugin.distribution(ids, mask), loaded.distribution(ids, mask)
+    assert torch.equal(a.mean, b.mean) and torch.equal(a.log_std, b.log_std)
+    with pytest.raises(ValueError, match="was trained for main model"):
+        LatentPlugin.from_pretrained(tmp_path / "saved", main_model=str(tmp_path))
+    with pytest.raises(ValueError, match="is not a latent plugin: latent_plugin.json is missing"):
+        LatentPlugin.from_pretrained(tmp_path)
+    trainer.cleanup()
+
+
+def test_latent_log_prob_is_exact(tiny_model_dir, tmp_path):
+    """log pi(z|q) used by the trainer equals torch.distributions.Normal's."""
+    from latentrl.losses import gaussian_log_prob
+
+    cfg = load_config(DLRConfig, CONFIG, small_run(tiny_model_dir, tmp_path, "steps=1"))
+    trainer = DLRTrainer(cfg)
+    trainer.setup()
+    plugin = trainer.policy
+    with torch.no_grad():
+        dist = plugin.distribution(*plugin.encode_questions(["Question: 4 + 5\nAnswer:"]))
+        z = dist.mean + dist.log_std.exp() * torch.randn(dist.mean.shape)
+        expected = torch.distributions.Normal(dist.mean, dist.log_std.exp()).log_prob(z).sum()
+    assert torch.allclose(gaussian_log_prob(z, dist.mean, dist.log_std), expected[None], atol=1e-4)
+    trainer.cleanup()
+
+
+def test_gpu_config_builds_with_tiny_stand_ins(tiny_model_dir, tmp_path):
+    """configs/dlr_gsm8k_qwen.yaml is valid: with tiny stand-ins for the Qwen models it
+    sets up a LoRA assistant, warm-starts, trains a step and saves a PEFT-style plugin."""
+    from peft import PeftModel
+
+    from tests.conftest import shared_data_dir
+
+    gsm8k = shared_data_dir() / "gsm8k"
+    if not gsm8k.is_dir():
+        pytest.skip(f"GSM8K files not found at {gsm8k}")
+    cfg = load_config(DLRConfig, REPO_ROOT / "configs" / "dlr_gsm8k_qwen.yaml", [
+        f"main_model={tiny_model_dir}", f"assistant_model={tiny_model_dir}", f"output_dir={tmp_path}",
+        f"task.options.data_dir={gsm8k}", "rollout.backend=hf", "rollout.dtype=float32",
+        "mixed_precision=none", "report_to=[]", "steps=1", "questions_per_step=2",
+        "eval_problems=2", "decode_max_tokens=4", "warm_start_steps=1", "warm_start_batch_size=2",
+    ])  # fmt: skip
+    trainer = DLRTrainer(cfg)
+    trainer.setup()
+    assistant = trainer.policy.assistant
+    assert isinstance(assistant, PeftModel)
+    trainable = {n for n, p in assistant.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    trainer.warm_start()
+    trainer.train()
+    trainer.cleanup()
+    loaded = LatentPlugin.from_pretrained(tmp_path / "plugin", main_model=str(tiny_model_dir))
+    assert isinstance(loaded.assistant, PeftModel)
+    assert (tmp_path / "plugin" / "assistant" / "adapter_config.json").is_file()
