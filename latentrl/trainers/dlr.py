@@ -234,20 +234,19 @@ class DLRTrainer:
     def policy(self) -> LatentPlugin:
         return self.accelerator.unwrap_model(self.plugin)
 
+    def _main_input(self, row: dict, latents: torch.Tensor) -> torch.Tensor:
+        """The main model's ``prompt_embeds`` [L, H] for one row and its projected latents [N, H]."""
+        settings = self.cfg.plugin
+        return build_prompt_embeds(
+            self.main_model.get_input_embeddings(), self.tokenizer, row["prompt"], latents,
+            settings.answer_cue, settings.use_markers,
+        )  # fmt: skip
+
     def _prompt_embeds(self, rows: Sequence[dict], latents: torch.Tensor) -> list[torch.Tensor]:
         """Main-model inputs for rows [Q] and projected latents [Q, K, N, H] -> Q*K tensors."""
-        settings = self.cfg.plugin
-        embed = self.main_model.get_input_embeddings()
         with torch.no_grad():
             return [
-                build_prompt_embeds(
-                    embed,
-                    self.tokenizer,
-                    row["prompt"],
-                    vectors,
-                    settings.answer_cue,
-                    settings.use_markers,
-                )
+                self._main_input(row, vectors)
                 for row, group in zip(rows, latents, strict=True)
                 for vectors in group
             ]
@@ -310,18 +309,10 @@ class DLRTrainer:
             bar.set_postfix(loss=f"{loss.item():.3f}")
 
     def _solution_loss(self, rows: Sequence[dict], latents: torch.Tensor, eos: int) -> torch.Tensor:
-        settings = self.cfg.plugin
         embed = self.main_model.get_input_embeddings()
         inputs, labels = [], []
         for row, vectors in zip(rows, latents, strict=True):
-            prompt = build_prompt_embeds(
-                embed,
-                self.tokenizer,
-                row["prompt"],
-                vectors,
-                settings.answer_cue,
-                settings.use_markers,
-            )
+            prompt = self._main_input(row, vectors)
             target = self.tokenizer(self.task.target(row), add_special_tokens=False)[
                 "input_ids"
             ] + [eos]
