@@ -35,6 +35,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/rewards.py
 	$(PY) benchmarks/rollout_throughput.py
+	$(PY) benchmarks/dlr_step.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
