@@ -121,6 +121,7 @@ class HFEngine(RolloutEngine):
                 position_ids=positions,
                 past_key_values=cache,
                 use_cache=True,
+                logits_to_keep=1,  # the LM head on the last position only
             )
             .logits[:, -1]
             .float()
