@@ -37,6 +37,20 @@ class ConfigError(ValueError):
 # --------------------------------------------------------------------------------------
 
 
+def require_positive(cfg: Any, *names: str) -> None:
+    """Raise ``ValueError("<name>: must be positive")`` for the first field that is not (None passes)."""
+    for name in names:
+        value = getattr(cfg, name)
+        if value is not None and value <= 0:
+            raise ValueError(f"{name}: must be positive")
+
+
+def require_non_negative(cfg: Any, *names: str) -> None:
+    for name in names:
+        if getattr(cfg, name) < 0:
+            raise ValueError(f"{name}: must be >= 0, got {getattr(cfg, name)}")
+
+
 @dataclass
 class RolloutConfig:
     """How the shared rollout engine decodes (see ``latentrl.rollout``)."""
@@ -65,14 +79,9 @@ class RolloutConfig:
     """Engine seed (vLLM's global seed; per-request seeds come from sampling parameters)."""
 
     def __post_init__(self) -> None:
-        if self.max_model_len is not None and self.max_model_len <= 0:
-            raise ValueError("max_model_len: must be positive")
+        require_positive(self, "max_model_len", "cpu_kvcache_space_gib", "hf_batch_size")
         if not 0.0 < self.gpu_memory_utilization <= 1.0:
             raise ValueError("gpu_memory_utilization: must be in (0, 1]")
-        if self.cpu_kvcache_space_gib <= 0:
-            raise ValueError("cpu_kvcache_space_gib: must be positive")
-        if self.hf_batch_size <= 0:
-            raise ValueError("hf_batch_size: must be positive")
         if self.backend == "vllm_server" and not self.server_urls:
             raise ValueError("server_urls: the vllm_server backend needs at least one URL")
 
@@ -122,11 +131,7 @@ class PretrainConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.thought_rate <= 1.0:
             raise ValueError("thought_rate: must be in [0, 1]")
-        for name in ("steps", "batch_size", "num_examples"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name}: must be positive")
-        if self.learning_rate <= 0:
-            raise ValueError("learning_rate: must be positive")
+        require_positive(self, "steps", "batch_size", "num_examples", "learning_rate")
 
 
 @dataclass
@@ -160,14 +165,8 @@ class EvalConfig:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
 
     def __post_init__(self) -> None:
-        if self.n <= 0:
-            raise ValueError("n: must be positive")
-        if self.limit is not None and self.limit <= 0:
-            raise ValueError("limit: must be positive")
-        if self.max_tokens <= 0:
-            raise ValueError("max_tokens: must be positive")
-        if self.temperature < 0:
-            raise ValueError("temperature: must be >= 0")
+        require_positive(self, "n", "limit", "max_tokens")
+        require_non_negative(self, "temperature")
 
 
 @dataclass
@@ -213,11 +212,7 @@ class LatentPluginSettings:
     lora_alpha: int = 32
 
     def __post_init__(self) -> None:
-        for name in ("num_latents", "latent_dim", "lora_rank"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name}: must be positive")
-        if self.projector_scale <= 0:
-            raise ValueError("projector_scale: must be positive")
+        require_positive(self, "num_latents", "latent_dim", "lora_rank", "projector_scale")
         if not self.log_std_min < self.init_log_std < self.log_std_max:
             raise ValueError("init_log_std: must lie strictly between log_std_min and log_std_max")
 
@@ -288,10 +283,16 @@ class DLRConfig:
     """Extra trackers through accelerate: tensorboard, wandb, trackio."""
 
     def __post_init__(self) -> None:
-        for name in ("steps", "questions_per_step", "group_size", "decode_k", "ppo_epochs",
-                     "decode_max_tokens", "eval_problems", "warm_start_batch_size"):  # fmt: skip
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name}: must be positive")
+        require_positive(
+            self, "steps", "questions_per_step", "group_size", "decode_k", "ppo_epochs",
+            "decode_max_tokens", "eval_problems", "warm_start_batch_size", "clip_eps",
+            "learning_rate", "contrastive_tau", "max_grad_norm", "warm_start_learning_rate",
+        )  # fmt: skip
+        require_non_negative(
+            self, "kl_coef", "entropy_coef", "contrastive_weight", "value_coef",
+            "correctness_weight", "format_weight", "weight_decay", "warm_start_steps",
+            "warmup_steps", "eval_every", "checkpoint_every", "decode_temperature",
+        )  # fmt: skip
         if self.decode_k > self.group_size:
             raise ValueError(
                 f"decode_k: K = {self.decode_k} exceeds group_size G = {self.group_size} "
@@ -299,16 +300,6 @@ class DLRConfig:
             )
         if not 0 <= self.explore <= self.decode_k:
             raise ValueError("explore: must be between 0 and decode_k")
-        for name in ("kl_coef", "entropy_coef", "contrastive_weight", "value_coef",
-                     "correctness_weight", "format_weight", "weight_decay",
-                     "warm_start_steps", "warmup_steps", "eval_every", "checkpoint_every",
-                     "decode_temperature"):  # fmt: skip
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
-        for name in ("clip_eps", "learning_rate", "contrastive_tau", "max_grad_norm",
-                     "warm_start_learning_rate"):  # fmt: skip
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name}: must be positive")
         if self.contrastive in ("mv_infonce", "mv_dhel"):
             if self.contrastive_views < 2:
                 raise ValueError("contrastive_views: the multi-view estimators need at least 2")
@@ -334,10 +325,7 @@ class DemoConfig:
     """Where pre-trained tiny models are cached (default ``~/.cache/latentrl``)."""
 
     def __post_init__(self) -> None:
-        if self.eval_problems <= 0:
-            raise ValueError("eval_problems: must be positive")
-        if self.max_tokens <= 0:
-            raise ValueError("max_tokens: must be positive")
+        require_positive(self, "eval_problems", "max_tokens")
 
 
 # --------------------------------------------------------------------------------------
