@@ -23,6 +23,7 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -177,6 +178,33 @@ class LatentPlugin(nn.Module):
         batch, group = z.shape[:2]
         inputs = torch.cat([features[:, None].expand(batch, group, -1), z.flatten(2)], dim=-1)
         return self.value_head(inputs.detach()).squeeze(-1)  # [B, G]
+
+    # ---- the main model's input ----------------------------------------------------------
+
+    def inject(
+        self, embed_tokens: nn.Module, tokenizer, prompt: str, latents: torch.Tensor
+    ) -> torch.Tensor:
+        """``prompt_embeds`` [L, H] of the main model for one prompt and projected latents [N, H]."""
+        settings = self.settings
+        return build_prompt_embeds(
+            embed_tokens, tokenizer, prompt, latents, settings.answer_cue, settings.use_markers
+        )
+
+    @torch.no_grad()
+    def mean_latent_prompts(
+        self, embed_tokens: nn.Module, tokenizer, rows: Sequence[Mapping], batch_size: int = 64
+    ) -> list[torch.Tensor]:
+        """Main-model inputs carrying each question's mean latent (deterministic decoding)."""
+        prompts = []
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start : start + batch_size]
+            dist = self.distribution(*self.encode_questions([row["question"] for row in chunk]))
+            latents = self.projector(dist.mean)  # [B, N, H]
+            prompts += [
+                self.inject(embed_tokens, tokenizer, row["prompt"], vectors)
+                for row, vectors in zip(chunk, latents, strict=True)
+            ]
+        return prompts
 
     # ---- saving and loading (PEFT-adapter-like folders) --------------------------------
 

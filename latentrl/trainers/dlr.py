@@ -44,7 +44,6 @@ from latentrl.losses import (
 from latentrl.models.latent_plugin import (
     LatentPlugin,
     LatentPluginConfig,
-    build_prompt_embeds,
     embedding_rms,
 )
 from latentrl.models.tokens import LATENT_END_TOKEN, LATENT_START_TOKEN, LATENT_TOKEN
@@ -234,19 +233,12 @@ class DLRTrainer:
     def policy(self) -> LatentPlugin:
         return self.accelerator.unwrap_model(self.plugin)
 
-    def _main_input(self, row: dict, latents: torch.Tensor) -> torch.Tensor:
-        """The main model's ``prompt_embeds`` [L, H] for one row and its projected latents [N, H]."""
-        settings = self.cfg.plugin
-        return build_prompt_embeds(
-            self.main_model.get_input_embeddings(), self.tokenizer, row["prompt"], latents,
-            settings.answer_cue, settings.use_markers,
-        )  # fmt: skip
-
     def _prompt_embeds(self, rows: Sequence[dict], latents: torch.Tensor) -> list[torch.Tensor]:
         """Main-model inputs for rows [Q] and projected latents [Q, K, N, H] -> Q*K tensors."""
+        embed = self.main_model.get_input_embeddings()
         with torch.no_grad():
             return [
-                self._main_input(row, vectors)
+                self.policy.inject(embed, self.tokenizer, row["prompt"], vectors)
                 for row, group in zip(rows, latents, strict=True)
                 for vectors in group
             ]
@@ -312,7 +304,7 @@ class DLRTrainer:
         embed = self.main_model.get_input_embeddings()
         inputs, labels = [], []
         for row, vectors in zip(rows, latents, strict=True):
-            prompt = self._main_input(row, vectors)
+            prompt = self.policy.inject(embed, self.tokenizer, row["prompt"], vectors)
             target = self.tokenizer(self.task.target(row), add_special_tokens=False)[
                 "input_ids"
             ] + [eos]
@@ -467,12 +459,8 @@ class DLRTrainer:
         """Greedy accuracy on the held-out rows, with the plugin's mean latents or without."""
         rows = list(self.eval_rows)
         if with_plugin:
-            policy = self.policy
-            prompts = []
-            for start in range(0, len(rows), 64):
-                chunk = rows[start : start + 64]
-                dist = policy.distribution(*policy.encode_questions([r["question"] for r in chunk]))
-                prompts += self._prompt_embeds(chunk, policy.projector(dist.mean)[:, None])
+            embed = self.main_model.get_input_embeddings()
+            prompts = self.policy.mean_latent_prompts(embed, self.tokenizer, rows)
         else:
             prompts = [
                 self.tokenizer(r["prompt"], add_special_tokens=False)["input_ids"] for r in rows
