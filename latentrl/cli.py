@@ -52,6 +52,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", action="store_true", help="continue from the run's latest checkpoint"
     )
 
+    evaluate = commands.add_parser(
+        "eval",
+        help="accuracy of a model (with a latent plugin or LoRA adapter) on a task",
+        description="Decode a task's problems through the rollout engine and score them "
+        "(strict and flexible accuracy, pass@1, maj@n, format rate, tokens, latency).",
+    )
+    _add_config_arguments(evaluate)
+    evaluate.add_argument("--model", help="main model: a folder or Hub id")
+    evaluate.add_argument("--task", help="task name or task file (see `latentrl tasks`)")
+    evaluate.add_argument("--plugin", help="latent plugin folder")
+    evaluate.add_argument("--adapter", help="PEFT LoRA adapter folder for the main model")
+    evaluate.add_argument("--limit", type=int, help="first N problems of the split")
+    evaluate.add_argument("--n", type=int, help="samples per problem")
+    evaluate.add_argument("--temperature", type=float)
+    evaluate.add_argument("--seed", type=int)
+    evaluate.add_argument("--output-dir", help="where summary.json and samples.jsonl go")
+
     commands.add_parser("tasks", help="list the available tasks", description="List tasks.")
     return parser
 
@@ -69,6 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from latentrl.trainers import dlr
 
             return dlr.main(args.config, args.overrides, resume=args.resume)
+        if args.command == "eval":
+            return _evaluate(args)
         if args.command == "demo":
             from latentrl.demo import run_demo
 
@@ -77,6 +96,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"latentrl {args.command}: config error: {err}", file=sys.stderr)
         return 2
     raise AssertionError(f"unhandled command {args.command}")
+
+
+# `latentrl eval` flags and the config keys they set.
+EVAL_FLAGS = {
+    "model": "model", "task": "task.name", "plugin": "plugin", "adapter": "adapter",
+    "limit": "limit", "n": "n", "temperature": "temperature", "seed": "seed",
+    "output_dir": "output_dir",
+}  # fmt: skip
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from latentrl.config import EvalConfig, load_config
+    from latentrl.eval.run import run_eval
+
+    flags = [
+        f"{key}={getattr(args, flag)}"
+        for flag, key in EVAL_FLAGS.items()
+        if getattr(args, flag) is not None
+    ]
+    run_eval(load_config(EvalConfig, args.config, [*flags, *args.overrides]))
+    return 0
 
 
 def _list_tasks() -> int:

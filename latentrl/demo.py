@@ -59,10 +59,6 @@ def run_demo(config_path: str | None, overrides: Sequence[str]) -> int:
     print(
         f"\n{task.name}: {result.num_problems} held-out problems, greedy, {engine.backend} backend"
     )
-    print(f"{'accuracy':<24}{result.accuracy:>10.1%}")
-    print(f"{'format rate':<24}{result.format_rate:>10.1%}")
-    print(f"{'unjudged answers':<24}{result.unjudged:>10d}")
-    print(f"{'mean completion tokens':<24}{result.mean_completion_tokens:>10.1f}")
-    print(f"{'decode time':<24}{result.seconds:>9.1f}s  ({result.tokens_per_second:.0f} tokens/s)")
+    print(result.table())
     print(f"\nsaved {run_dir / 'summary.json'} and {run_dir / 'samples.jsonl'}")
     return 0

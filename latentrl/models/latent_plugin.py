@@ -195,6 +195,7 @@ class LatentPlugin(nn.Module):
         self, embed_tokens: nn.Module, tokenizer, rows: Sequence[Mapping], batch_size: int = 64
     ) -> list[torch.Tensor]:
         """Main-model inputs carrying each question's mean latent (deterministic decoding)."""
+        rows = list(rows)  # a datasets.Dataset slices into columns, not rows
         prompts = []
         for start in range(0, len(rows), batch_size):
             chunk = rows[start : start + batch_size]

@@ -1,0 +1,76 @@
+"""``latentrl eval``: a model alone, with a latent plugin, or with a LoRA adapter, on a task.
+
+Writes ``summary.json`` and ``samples.jsonl`` (prompt, completion, extracted answers,
+gold, verdicts) to ``output_dir`` and prints a table.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from latentrl.config import EvalConfig
+from latentrl.eval.math import evaluate_math
+from latentrl.io import write_json, write_jsonl
+from latentrl.rollout import SamplingParams, make_engine
+from latentrl.tasks import get_task
+
+
+def merge_adapter(model: str, adapter: str, folder: Path) -> Path:
+    """Save ``model`` with the PEFT adapter merged in, so any engine can decode it."""
+    from peft import PeftModel
+
+    merged = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model), adapter)
+    merged.merge_and_unload().save_pretrained(folder)
+    AutoTokenizer.from_pretrained(model).save_pretrained(folder)
+    return folder
+
+
+def run_eval(cfg: EvalConfig) -> dict:
+    task = get_task(cfg.task.name)
+    rows = task.load(cfg.split, limit=cfg.limit, **cfg.task.options)
+    tokenizer = AutoTokenizer.from_pretrained(cfg.model)
+    params = SamplingParams(
+        n=cfg.n,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        max_tokens=cfg.max_tokens,
+        seed=cfg.seed,
+    )
+    with tempfile.TemporaryDirectory(prefix="latentrl-merged-") as scratch:
+        model_dir = (
+            merge_adapter(cfg.model, cfg.adapter, Path(scratch)) if cfg.adapter else cfg.model
+        )
+        prompts = None
+        if cfg.plugin:
+            from latentrl.models.latent_plugin import LatentPlugin
+
+            plugin = LatentPlugin.from_pretrained(cfg.plugin, main_model=cfg.model)
+            main = AutoModelForCausalLM.from_pretrained(model_dir)
+            prompts = plugin.mean_latent_prompts(main.get_input_embeddings(), tokenizer, rows)
+        engine = make_engine(model_dir, cfg.rollout)
+        try:
+            result, samples = evaluate_math(engine, tokenizer, task, rows, params, prompts=prompts)
+        finally:
+            engine.close()
+
+    summary = {
+        "model": cfg.model,
+        "plugin": cfg.plugin,
+        "adapter": cfg.adapter,
+        "backend": engine.backend,
+        **result.to_dict(),
+    }
+    label = " + ".join(
+        filter(None, [Path(cfg.model).name, cfg.plugin and "plugin", cfg.adapter and "adapter"])
+    )
+    print(f"{task.name} ({cfg.split}, {result.num_problems} problems x {cfg.n}): {label}")
+    print(result.table())
+    if cfg.output_dir:
+        out = Path(cfg.output_dir)
+        write_json(out / "summary.json", summary)
+        write_jsonl(out / "samples.jsonl", samples)
+        print(f"saved {out / 'summary.json'} and {out / 'samples.jsonl'}")
+    return summary
