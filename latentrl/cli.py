@@ -51,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     dlr.add_argument(
         "--resume", action="store_true", help="continue from the run's latest checkpoint"
     )
+    grpo = methods.add_parser(
+        "grpo",
+        help="token-level GRPO (TRL) training a LoRA reasoning adapter on the main model",
+        description="Train a LoRA adapter with TRL's GRPOTrainer on a task's rewards.",
+    )
+    _add_config_arguments(grpo)
 
     evaluate = commands.add_parser(
         "eval",
@@ -82,6 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "tasks":
             return _list_tasks()
+        if args.command == "train" and args.method == "grpo":
+            from latentrl.trainers import grpo
+
+            return grpo.main(args.config, args.overrides)
         if args.command == "train":
             from latentrl.trainers import dlr
 

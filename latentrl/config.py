@@ -310,6 +310,50 @@ class DLRConfig:
 
 
 @dataclass
+class GRPOTrainConfig:
+    """``latentrl train grpo``: token-level GRPO with TRL, training a LoRA "reasoning adapter".
+
+    The token-level baseline for DLR: the main model's own LoRA adapter is trained by
+    TRL's ``GRPOTrainer`` on the same tasks and rewards.
+    """
+
+    model: str | None = None
+    """The main model (folder or Hub id). Required."""
+    task: TaskConfig = field(default_factory=TaskConfig)
+    rewards: list[str] = field(default_factory=lambda: ["correctness", "format"])
+    """Reward functions from ``latentrl.rewards`` (summed by TRL, weights below)."""
+    reward_weights: list[float] = field(default_factory=lambda: [1.0, 0.2])
+    steps: int = 200
+    questions_per_step: int = 16
+    num_generations: int = 8
+    max_completion_length: int = 64
+    temperature: float = 1.0
+    learning_rate: float = 5e-4
+    beta: float = 0.0
+    """KL coefficient to the reference model (TRL's default 0)."""
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    use_vllm: bool = False
+    """Generate with TRL's colocated vLLM instead of transformers."""
+    output_dir: str = "runs/grpo"
+    seed: int = 0
+    report_to: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        require_positive(self, "steps", "questions_per_step", "num_generations", "max_completion_length",
+                         "learning_rate", "lora_rank", "temperature")  # fmt: skip
+        require_non_negative(self, "beta")
+        if self.num_generations < 2:
+            raise ValueError("num_generations: GRPO needs at least 2 completions per prompt")
+        if len(self.reward_weights) != len(self.rewards):
+            raise ValueError(
+                f"reward_weights: {len(self.reward_weights)} weights for {len(self.rewards)} rewards"
+            )
+        if any(w < 0 for w in self.reward_weights):
+            raise ValueError("reward_weights: must be >= 0")
+
+
+@dataclass
 class DemoConfig:
     """``latentrl demo`` / ``make demo``: the quickest end-to-end run of the package."""
 
