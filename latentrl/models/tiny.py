@@ -30,8 +30,6 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from tqdm.auto import tqdm
 from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
     PreTrainedTokenizerFast,
     Qwen2Config,
     Qwen2ForCausalLM,
@@ -233,14 +231,6 @@ def pretraining_examples(task, rows, cfg: PretrainConfig) -> list[tuple[str, str
             prompt = f"{prefix}{LATENT_START_TOKEN}{worked}{LATENT_END_TOKEN}{cfg.answer_cue}"
         examples.append((prompt, " " + final))
     return examples
-
-
-def load_model_and_tokenizer(path: str | Path, dtype: torch.dtype = torch.float32):
-    """A causal LM and its tokenizer from a local folder or a Hub id, in eval mode."""
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-    model.eval()
-    return model, tokenizer
 
 
 def _encode_example(tokenizer, prompt: str, target: str) -> tuple[list[int], int]:
