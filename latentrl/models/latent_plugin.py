@@ -20,9 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,6 +31,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from latentrl.config import LatentPluginSettings
+from latentrl.io import atomic_folder
 from latentrl.models.tokens import LATENT_END_TOKEN, LATENT_START_TOKEN, LATENT_TOKEN
 
 PLUGIN_CONFIG_NAME = "latent_plugin.json"
@@ -218,24 +216,11 @@ class LatentPlugin(nn.Module):
 
     def save_pretrained(self, folder: str | Path) -> None:
         """Write the plugin folder atomically (staged beside it, then renamed)."""
-        folder = Path(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-        try:
+        with atomic_folder(folder) as staging:
             (staging / PLUGIN_CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2))
             save_file(self.heads_state_dict(), staging / HEADS_NAME)
             self.assistant.save_pretrained(staging / "assistant")
             self.tokenizer.save_pretrained(staging)
-            if folder.exists():
-                old = folder.with_name(f".{folder.name}-old")
-                os.replace(folder, old)
-                os.replace(staging, folder)
-                shutil.rmtree(old)
-            else:
-                os.replace(staging, folder)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, main_model: str | None = None) -> LatentPlugin:

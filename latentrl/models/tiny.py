@@ -19,8 +19,6 @@ import json
 import logging
 import math
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
@@ -36,6 +34,7 @@ from transformers import (
 )
 
 from latentrl.config import PretrainConfig, TinyModelConfig
+from latentrl.io import atomic_folder
 from latentrl.models.tokens import (
     EOS_TOKEN,
     LATENT_END_TOKEN,
@@ -194,18 +193,10 @@ def pretrained_tiny_model(
         "seconds": round(time.perf_counter() - started, 1),
     }
 
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    try:
+    with atomic_folder(folder) as staging:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         (staging / "latentrl_tiny.json").write_text(json.dumps(record, indent=2))
-        if folder.exists():  # a stale, incomplete folder from an older layout
-            shutil.rmtree(folder)
-        os.replace(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     logger.info(
         "tiny model for %s cached at %s (loss %.3f)", task_name, folder, record["final_loss"]
     )

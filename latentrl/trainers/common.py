@@ -9,16 +9,16 @@ mid-save leaves the previous checkpoint as the latest one.
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from latentrl.io import atomic_folder
 
 CHECKPOINT_PREFIX = "checkpoint-"
 STATE_NAME = "trainer_state.json"
@@ -51,15 +51,8 @@ def set_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator])
 def save_checkpoint(run_dir: Path, step: int, write: Callable[[Path], None], keep: int = 2) -> Path:
     """Stage a checkpoint with ``write(folder)``, rename it into place, prune old ones."""
     final = run_dir / f"{CHECKPOINT_PREFIX}{step:06d}"
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=run_dir))
-    try:
+    with atomic_folder(final) as staging:
         write(staging)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     for old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final

@@ -18,6 +18,7 @@ projector by cross-entropy of the gold solution through the frozen main model.
 from __future__ import annotations
 
 import copy
+import json
 import math
 import time
 from collections.abc import Sequence
@@ -505,8 +506,6 @@ class DLRTrainer:
         return save_checkpoint(self.run_dir, self.step, write)
 
     def _load_checkpoint(self, folder: Path) -> None:
-        import json
-
         state = json.loads((folder / "trainer_state.json").read_text())
         saved = LatentPlugin.from_pretrained(folder / "plugin", main_model=self.cfg.main_model)
         self.policy.load_state_dict(saved.state_dict())
