@@ -18,6 +18,7 @@ projector by cross-entropy of the gold solution through the frozen main model.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import time
@@ -96,6 +97,15 @@ def select_for_decoding(
     return torch.cat([best, rest.gather(1, picks)], dim=1)
 
 
+def fingerprint(model: torch.nn.Module) -> dict[str, str]:
+    """SHA-256 of every tensor's bytes: proves the frozen main model bit-identical without
+    holding a second copy of it (a 7B main model would double its memory)."""
+    return {
+        name: hashlib.sha256(t.detach().cpu().contiguous().view(torch.uint8).numpy()).hexdigest()
+        for name, t in model.state_dict().items()
+    }
+
+
 class DLRTrainer:
     """setup() -> warm_start() -> train() -> cleanup(); see :func:`main`."""
 
@@ -128,7 +138,7 @@ class DLRTrainer:
         self.tokenizer = AutoTokenizer.from_pretrained(cfg.main_model)
         self.main_model = AutoModelForCausalLM.from_pretrained(cfg.main_model)
         self.main_model.requires_grad_(False).eval()
-        self.main_snapshot = {k: v.clone() for k, v in self.main_model.state_dict().items()}
+        self.main_fingerprint = fingerprint(self.main_model)
         self.engine = make_engine(cfg.main_model, cfg.rollout)
 
         self.plugin = self._build_plugin()
@@ -523,8 +533,8 @@ class DLRTrainer:
 
     def cleanup(self) -> None:
         """Assert the main model is untouched, save the plugin and the curves, release the engine."""
-        for name, tensor in self.main_model.state_dict().items():
-            if not torch.equal(tensor, self.main_snapshot[name]):
+        for name, digest in fingerprint(self.main_model).items():
+            if digest != self.main_fingerprint[name]:
                 raise RuntimeError(f"the frozen main model changed during training: {name}")
         if self.accelerator.is_main_process:
             self.policy.save_pretrained(self.run_dir / "plugin")

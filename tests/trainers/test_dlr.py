@@ -11,7 +11,7 @@ from latentrl.cli import main as cli_main
 from latentrl.config import ConfigError, DLRConfig, load_config
 from latentrl.models.latent_plugin import LatentPlugin
 from latentrl.trainers.common import read_metrics
-from latentrl.trainers.dlr import DLRTrainer, select_for_decoding
+from latentrl.trainers.dlr import DLRTrainer, fingerprint, select_for_decoding
 from tests.conftest import REPO_ROOT, TEST_TASK_OPTIONS
 
 CONFIG = REPO_ROOT / "configs" / "dlr_arith_tiny.yaml"
@@ -136,8 +136,10 @@ def test_main_model_is_bit_identical_after_training(tiny_model_dir, tmp_path):
     trainer.setup()
     trainer.warm_start()
     trainer.train()
-    for name, tensor in trainer.main_model.state_dict().items():
-        assert torch.equal(tensor, trainer.main_snapshot[name]), name
+    state = trainer.main_model.state_dict()
+    for name, tensor in before.items():  # the trainer's copy, bit for bit, against the file
+        assert torch.equal(state[name], tensor), name
+    assert fingerprint(trainer.main_model) == trainer.main_fingerprint
     assert not any(p.requires_grad for p in trainer.main_model.parameters())
     trainer.cleanup()
     after = load_file(tiny_model_dir / "model.safetensors")
@@ -206,3 +208,12 @@ def test_gpu_config_builds_with_tiny_stand_ins(tiny_model_dir, tmp_path):
     loaded = LatentPlugin.from_pretrained(tmp_path / "plugin", main_model=str(tiny_model_dir))
     assert isinstance(loaded.assistant, PeftModel)
     assert (tmp_path / "plugin" / "assistant" / "adapter_config.json").is_file()
+
+
+def test_fingerprint_sees_a_one_element_change():
+    layer = torch.nn.Linear(3, 2).to(torch.bfloat16)
+    before = fingerprint(layer)
+    with torch.no_grad():
+        layer.weight[0, 0] += 1
+    after = fingerprint(layer)
+    assert after["weight"] != before["weight"] and after["bias"] == before["bias"]
