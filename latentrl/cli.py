@@ -57,6 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a LoRA adapter with TRL's GRPOTrainer on a task's rewards.",
     )
     _add_config_arguments(grpo)
+    cocova = methods.add_parser(
+        "cocova",
+        help="CoCoVa: latent visual thoughts from a Latent Q-Former for a language model",
+        description="Train a CoCoVa plugin on an image-QA task (see configs/cocova_*.yaml).",
+    )
+    _add_config_arguments(cocova)
+    cocova.add_argument(
+        "--resume", action="store_true", help="continue from the run's latest checkpoint"
+    )
 
     evaluate = commands.add_parser(
         "eval",
@@ -92,6 +101,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from latentrl.trainers import grpo
 
             return grpo.main(args.config, args.overrides)
+        if args.command == "train" and args.method == "cocova":
+            from latentrl.trainers import cocova
+
+            return cocova.main(args.config, args.overrides, resume=args.resume)
         if args.command == "train":
             from latentrl.trainers import dlr
 

@@ -29,6 +29,12 @@ def merge_adapter(model: str, adapter: str, folder: Path) -> Path:
 
 
 def run_eval(cfg: EvalConfig) -> dict:
+    from latentrl.tasks.vqa import is_vqa_task
+
+    if is_vqa_task(cfg.task.name):
+        from latentrl.eval.vqa import run_vqa_eval
+
+        return run_vqa_eval(cfg)
     task = get_task(cfg.task.name)
     rows = task.load(cfg.split, limit=cfg.limit, **cfg.task.options)
     tokenizer = AutoTokenizer.from_pretrained(cfg.model)

@@ -1,0 +1,464 @@
+"""CoCoVa recipe: latent visual thoughts from a Latent Q-Former, decoded by a language model.
+
+    latentrl train cocova --config configs/cocova_shapes_tiny.yaml [key.sub=value ...] [--resume]
+
+Each step: a batch of (image, question, answer) rows; the frozen vision encoder's tokens
+(computed once per run) and the question's embeddings go through the LQ-Former, which
+refines M latent thoughts for K steps with token selection; the projected thoughts fill
+the language model's latent slot and the loss is
+
+    answer_weight * CE(answer | question, thoughts)
+    + infonce_weight * (InfoNCE(thoughts, image) + InfoNCE(thoughts, question text))
+    + diffusion_weight * ||eps - denoiser(x_t, t, thoughts)||^2
+
+(each auxiliary term off at weight 0). The language model is frozen (gradients reach only
+its inputs) or LoRA-adapted. Evaluation decodes greedy answers through the shared rollout
+engine from ``prompt_embeds``. ``plugin.architecture=llava`` trains the baseline without
+latent thoughts: the visual tokens projected straight into the language model.
+
+Simplified relative to the paper (which publishes no code): one LQ-Former block shared
+by all K steps with one scalar gate; token selection ranks tokens by the mean attention of
+all queries and heads; the diffusion target is the per-token layer-normalised visual
+features (DDPM linear schedule, one timestep per example); the InfoNCE text embedding is
+the mean of the question's input embeddings in the language model.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from latentrl.config import (
+    ConfigError,
+    PretrainConfig,
+    RolloutConfig,
+    TaskConfig,
+    TinyModelConfig,
+    load_config,
+    require_non_negative,
+    require_positive,
+    save_config,
+)
+from latentrl.eval.vqa import (
+    EncodedRow,
+    encode_rows,
+    evaluate_vqa,
+    format_table,
+    majority_answers,
+    majority_table,
+    mean_embedding,
+    pad_ids,
+    question_embeds,
+)
+from latentrl.io import write_json
+from latentrl.losses.cocova import NoiseSchedule, diffusion_loss
+from latentrl.models.latent_plugin import embedding_rms
+from latentrl.models.qformer import CoCoVaPlugin, CoCoVaPluginConfig, LQFormerSettings, pooled
+from latentrl.models.vision import (
+    TinyViTConfig,
+    VisionEncoder,
+    pretrained_tiny_vit,
+    pretrained_vqa_language_model,
+)
+from latentrl.rollout import make_engine
+from latentrl.tasks.vqa import get_vqa_task
+from latentrl.trainers.common import (
+    MetricsLog,
+    latest_checkpoint,
+    plot_curves,
+    read_metrics,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+
+CURVE_KEYS = (
+    "answer_loss",
+    "answer_accuracy",
+    "infonce_loss",
+    "diffusion_loss",
+    "gate",
+    "eval_accuracy",
+)
+
+
+@dataclass
+class CoCoVaConfig:
+    """``latentrl train cocova``: an LQ-Former's latent thoughts for a language model."""
+
+    language_model: str | None = None
+    """The language model (folder or Hub id); ``tiny``: a tiny model pre-trained on the
+    task's text (``tiny_lm``, ``tiny_lm_pretrain``), built once and cached. Required."""
+    vision_encoder: str | None = None
+    """A ``transformers`` vision model folder (ViT, CLIP, SigLIP), frozen; ``tiny``: a tiny
+    ViT pre-trained on ``shapes_vqa`` scenes (``tiny_vit``), cached. Required."""
+    tiny_lm: TinyModelConfig = field(
+        default_factory=lambda: TinyModelConfig(
+            vocab_size=384, num_layers=2, max_position_embeddings=128
+        )
+    )
+    tiny_lm_pretrain: PretrainConfig = field(
+        default_factory=lambda: PretrainConfig(steps=300, num_examples=20000)
+    )
+    tiny_vit: TinyViTConfig = field(default_factory=TinyViTConfig)
+    task: TaskConfig = field(default_factory=lambda: TaskConfig(name="shapes_vqa"))
+    plugin: LQFormerSettings = field(default_factory=LQFormerSettings)
+    rollout: RolloutConfig = field(default_factory=lambda: RolloutConfig(backend="hf"))
+    lm_mode: Literal["frozen", "lora"] = "frozen"
+    """``frozen``: gradients only reach the latent slot; ``lora``: also a LoRA adapter."""
+    lora_rank: int = 8
+    lora_alpha: int = 16
+
+    steps: int = 2000
+    time_budget_s: float = 0.0
+    """Stop after this many seconds of training (0: no limit), for equal-budget comparisons."""
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    gate_learning_rate: float = 0.02
+    """Learning rate of the LQ-Former's gate alpha (a single scalar)."""
+    warmup_steps: int = 50
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    answer_weight: float = 1.0
+    infonce_weight: float = 0.1
+    """Both InfoNCE terms (thoughts vs image, thoughts vs question); 0 switches them off."""
+    diffusion_weight: float = 0.1
+    """Diffusion reconstruction of the visual features from the thoughts; 0 switches it off."""
+    diffusion_timesteps: int = 1000
+
+    train_examples: int = 20000
+    eval_problems: int = 600
+    eval_every: int = 0
+    """Decode the held-out rows every N steps (0: only at the end)."""
+    answer_cue: str = "Answer:"
+    decode_max_tokens: int = 4
+    checkpoint_every: int = 500
+    output_dir: str = "runs/cocova"
+    seed: int = 0
+    report_to: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        require_positive(
+            self, "steps", "batch_size", "learning_rate", "max_grad_norm", "train_examples",
+            "eval_problems", "decode_max_tokens", "lora_rank", "diffusion_timesteps", "gate_learning_rate",
+        )  # fmt: skip
+        require_non_negative(
+            self, "time_budget_s", "warmup_steps", "weight_decay", "answer_weight",
+            "infonce_weight", "diffusion_weight", "eval_every", "checkpoint_every",
+        )  # fmt: skip
+        if self.batch_size < 2 and self.infonce_weight > 0:
+            raise ValueError(
+                "batch_size: InfoNCE needs at least 2 rows a batch (or infonce_weight=0)"
+            )
+
+
+class CoCoVaTrainer:
+    """setup() -> train() -> cleanup(); see :func:`main`."""
+
+    def __init__(self, cfg: CoCoVaConfig, resume: bool = False) -> None:
+        self.cfg = cfg
+        self.resume = resume
+        self.run_dir = Path(cfg.output_dir)
+
+    # ---- setup ---------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        cfg = self.cfg
+        for key in ("language_model", "vision_encoder"):
+            if not getattr(cfg, key):
+                raise ConfigError(
+                    f"missing required key {key!r} (a model folder, Hub id or 'tiny')"
+                )
+        if cfg.vision_encoder == "tiny":
+            cfg.vision_encoder = str(pretrained_tiny_vit(cfg.tiny_vit, cfg.task.options))
+        if cfg.language_model == "tiny":
+            cfg.language_model = str(
+                pretrained_vqa_language_model(
+                    cfg.task.name, cfg.task.options, cfg.tiny_lm, cfg.tiny_lm_pretrain
+                )
+            )
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, self.run_dir / "config.yaml")
+        torch.manual_seed(cfg.seed)
+        self.data_generator = torch.Generator().manual_seed(cfg.seed + 1)
+        self.noise_generator = torch.Generator().manual_seed(cfg.seed + 2)
+
+        task = get_vqa_task(cfg.task.name)
+        self.task = task
+        self.train_rows = task.load("train", limit=cfg.train_examples, **cfg.task.options)
+        self.eval_rows = task.load("test", limit=cfg.eval_problems, **cfg.task.options)
+
+        self.tokenizer = AutoTokenizer.from_pretrained(cfg.language_model)
+        self.lm = AutoModelForCausalLM.from_pretrained(cfg.language_model)
+        self.lm.requires_grad_(False).eval()
+        self.embed = self.lm.get_input_embeddings()
+
+        # The encoder is frozen, so its features are computed once for the whole run.
+        vision = VisionEncoder.from_pretrained(cfg.vision_encoder)
+        self.train_visual, self.train_image = vision.encode_all(
+            [r["image"] for r in self.train_rows]
+        )
+        self.eval_visual, _ = vision.encode_all([r["image"] for r in self.eval_rows])
+
+        plugin_config = CoCoVaPluginConfig(
+            language_model=str(cfg.language_model),
+            vision_encoder=str(cfg.vision_encoder),
+            lm_hidden_size=self.lm.config.hidden_size,
+            visual_dim=vision.hidden_size,
+            target_rms=embedding_rms(self.embed.weight),
+            settings=cfg.plugin,
+            answer_cue=cfg.answer_cue,
+        )
+        self.plugin = CoCoVaPlugin(plugin_config)
+        slot = (
+            cfg.plugin.num_queries
+            if cfg.plugin.architecture == "lqformer"
+            else self.train_visual.shape[1]
+        )
+        max_length = self.lm.config.max_position_embeddings
+        self.train_encoded = encode_rows(
+            self.tokenizer, self.train_rows, cfg.answer_cue, slot, max_length
+        )
+        self.eval_encoded = encode_rows(
+            self.tokenizer, self.eval_rows, cfg.answer_cue, slot, max_length
+        )
+        self.majority = majority_answers(self.train_rows)
+
+        if cfg.lm_mode == "lora":
+            from peft import LoraConfig, get_peft_model
+
+            self.lm = get_peft_model(
+                self.lm,
+                LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, target_modules="all-linear"),
+            )
+        trainable = [
+            p for p in [*self.plugin.parameters(), *self.lm.parameters()] if p.requires_grad
+        ]
+        self.optimizer = torch.optim.AdamW(
+            trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+        )
+        self.schedule = NoiseSchedule(cfg.diffusion_timesteps)
+        self.uses_thoughts = cfg.plugin.architecture == "lqformer"
+
+        self.step, self.elapsed = 0, 0.0
+        self.order: list[int] = []
+        self.position = 0
+        self.engine = None
+        resume_from = latest_checkpoint(self.run_dir) if self.resume else None
+        if resume_from is not None:
+            self._load_checkpoint(resume_from)
+        self.metrics = MetricsLog(self.run_dir, resume_step=self.step if resume_from else None)
+
+    # ---- the objective -------------------------------------------------------------------
+
+    def _next_batch(self) -> list[int]:
+        picks = []
+        while len(picks) < self.cfg.batch_size:
+            if self.position >= len(self.order):
+                self.order = torch.randperm(
+                    len(self.train_rows), generator=self.data_generator
+                ).tolist()
+                self.position = 0
+            picks.append(self.order[self.position])
+            self.position += 1
+        return picks
+
+    def _answer_loss(
+        self, encoded: Sequence[EncodedRow], slots: torch.Tensor
+    ) -> tuple[torch.Tensor, float]:
+        """Cross-entropy of the answers given the slot vectors [B, T, H], and the exact-match
+        rate of the teacher-forced argmax over the answer tokens."""
+        pad = self.tokenizer.pad_token_id
+        width = slots.shape[1]
+        ids, padding = pad_ids(
+            [r.prefix + [pad] * width + r.suffix + r.target for r in encoded], pad
+        )
+        labels = ids.masked_fill(padding, -100)
+        slot_mask = torch.zeros_like(padding)
+        for i, row in enumerate(encoded):
+            slot_mask[i, len(row.prefix) : len(row.prefix) + width] = True
+            labels[i, : len(row.prefix) + width + len(row.suffix)] = -100
+        # masked_scatter fills the slot positions row by row, in the order of slots' rows.
+        embeds = self.embed(ids).masked_scatter(slot_mask[..., None], slots)
+        out = self.lm(inputs_embeds=embeds, attention_mask=(~padding).long(), labels=labels)
+        predicted, targets = out.logits[:, :-1].argmax(-1), labels[:, 1:]
+        exact = ((predicted == targets) | (targets == -100)).all(dim=1).float().mean().item()
+        return out.loss, exact
+
+    def _step(self) -> dict[str, float]:
+        cfg = self.cfg
+        picks = self._next_batch()
+        encoded = [self.train_encoded[i] for i in picks]
+        visual = self.train_visual[picks]
+        text, pad = question_embeds(self.embed, encoded, self.tokenizer.pad_token_id)
+        self.plugin.train()
+        out = self.plugin(visual, text, pad)
+        answer_loss, exact = self._answer_loss(encoded, out.embeds)
+        loss = cfg.answer_weight * answer_loss
+        stats = {"answer_loss": answer_loss.item(), "answer_accuracy": exact}
+        if self.uses_thoughts and cfg.infonce_weight > 0:
+            contrast, contrast_stats = self.plugin.contrast(
+                pooled(out.latents), self.train_image[picks], mean_embedding(text, pad)
+            )
+            loss = loss + cfg.infonce_weight * contrast
+            stats |= {"infonce_loss": contrast.item(), **contrast_stats}
+        if self.uses_thoughts and cfg.diffusion_weight > 0:
+            # Unit-scale targets per token, the scale DDPM's schedule assumes.
+            x0 = F.layer_norm(visual, visual.shape[-1:])
+            reconstruction = diffusion_loss(
+                self.plugin.denoiser, x0, out.latents, self.schedule, self.noise_generator
+            )
+            loss = loss + cfg.diffusion_weight * reconstruction
+            stats["diffusion_loss"] = reconstruction.item()
+        loss.backward()
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.uses_thoughts:
+            stats["gate"] = math.tanh(self.plugin.lqformer.gate.item())
+        stats["loss"] = loss.item()
+        return stats
+
+    def train(self) -> None:
+        cfg = self.cfg
+        bar = tqdm(total=cfg.steps, initial=self.step, desc="CoCoVa", mininterval=5.0)
+        while self.step < cfg.steps and not (
+            cfg.time_budget_s and self.elapsed >= cfg.time_budget_s
+        ):
+            started = time.perf_counter()
+            metrics = self._step()
+            self.elapsed += time.perf_counter() - started
+            self.step += 1
+            metrics |= {"lr": self.scheduler.get_last_lr()[0], "elapsed_s": self.elapsed}
+            if cfg.eval_every and self.step % cfg.eval_every == 0:
+                metrics["eval_accuracy"] = self.evaluate()[0]["accuracy"]
+            self.metrics.log(self.step, metrics)
+            bar.update(1)
+            bar.set_postfix(
+                loss=f"{metrics['answer_loss']:.3f}", acc=f"{metrics['answer_accuracy']:.3f}"
+            )
+            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                self._save_checkpoint()
+        bar.close()
+
+    # ---- evaluation ----------------------------------------------------------------------
+
+    def _decoding_model(self) -> str:
+        """The folder the rollout engine decodes: the language model, LoRA merged in."""
+        if self.cfg.lm_mode == "frozen":
+            return str(self.cfg.language_model)
+        folder = self.run_dir / "language_model"
+        merged = copy.deepcopy(self.lm).merge_and_unload()
+        merged.save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
+        return str(folder)
+
+    def evaluate(self) -> tuple[dict[str, float], list[dict]]:
+        """Greedy answers on the held-out rows through the rollout engine."""
+        if self.engine is None or self.cfg.lm_mode == "lora":
+            if self.engine is not None:
+                self.engine.close()
+            self.engine = make_engine(self._decoding_model(), self.cfg.rollout)
+        self.plugin.eval()
+        return evaluate_vqa(
+            self.engine, self.tokenizer, self.embed, self.plugin, self.eval_rows,
+            self.eval_encoded, self.eval_visual, self.cfg.decode_max_tokens,
+        )  # fmt: skip
+
+    # ---- checkpoints ---------------------------------------------------------------------
+
+    def _lora_state(self) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in self.lm.state_dict().items() if "lora_" in k}
+
+    def _save_checkpoint(self) -> Path:
+        def write(folder: Path) -> None:
+            self.plugin.save_pretrained(folder / "plugin")
+            torch.save(
+                {
+                    "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(),
+                    "rng": rng_state({"data": self.data_generator, "noise": self.noise_generator}),
+                    "order": self.order,
+                    "lora": self._lora_state(),
+                },
+                folder / "training_state.pt",
+            )
+            write_json(
+                folder / "trainer_state.json",
+                {"step": self.step, "position": self.position, "elapsed_s": self.elapsed},
+            )
+
+        return save_checkpoint(self.run_dir, self.step, write)
+
+    def _load_checkpoint(self, folder: Path) -> None:
+        state = json.loads((folder / "trainer_state.json").read_text())
+        self.plugin.load_state_dict(CoCoVaPlugin.from_pretrained(folder / "plugin").state_dict())
+        training = torch.load(folder / "training_state.pt", weights_only=False)
+        if training["lora"]:
+            self.lm.load_state_dict(training["lora"], strict=False)
+        self.optimizer.load_state_dict(training["optimizer"])
+        self.scheduler.load_state_dict(training["scheduler"])
+        set_rng_state(training["rng"], {"data": self.data_generator, "noise": self.noise_generator})
+        self.order = training["order"]
+        self.step, self.position, self.elapsed = (
+            state["step"],
+            state["position"],
+            state["elapsed_s"],
+        )
+
+    # ---- end of run ----------------------------------------------------------------------
+
+    def cleanup(self) -> None:
+        """Save the plugin (and the merged language model under LoRA) and the curves."""
+        plugin_dir = self.run_dir / "plugin"
+        if self.cfg.lm_mode == "lora":
+            self.plugin.config.language_model = self._decoding_model()
+        self.plugin.config.extra = {"steps": self.step, "train_seconds": round(self.elapsed, 1)}
+        self.plugin.save_pretrained(plugin_dir)
+        plot_curves(
+            read_metrics(self.run_dir / "metrics.jsonl"),
+            CURVE_KEYS,
+            self.run_dir / "curves.png",
+            "CoCoVa training",
+        )
+        if self.engine is not None:
+            self.engine.close()
+
+
+def main(config_path: str | None, overrides: Sequence[str], resume: bool = False) -> int:
+    cfg = load_config(CoCoVaConfig, config_path, overrides)
+    trainer = CoCoVaTrainer(cfg, resume=resume)
+    trainer.setup()
+    trainer.train()
+    result, samples = trainer.evaluate()
+    trainer.cleanup()
+    baseline = majority_table(trainer.eval_rows, trainer.majority)
+    summary = {
+        "architecture": cfg.plugin.architecture,
+        "steps": trainer.step,
+        "train_seconds": round(trainer.elapsed, 1),
+        **result,
+        **baseline,
+        "config": asdict(cfg),
+    }
+    write_json(trainer.run_dir / "summary.json", summary)
+    print(f"\nCoCoVa ({cfg.plugin.architecture}), {trainer.step} steps in {trainer.elapsed:.0f} s")
+    print(format_table(result, baseline))
+    print(f"plugin saved to {trainer.run_dir / 'plugin'}")
+    return 0

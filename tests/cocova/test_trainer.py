@@ -1,0 +1,106 @@
+"""`latentrl train cocova` and `latentrl eval --task shapes_vqa`, end to end on tiny models."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from latentrl.cli import main as cli_main
+from latentrl.config import ConfigError, load_config
+from latentrl.models.qformer import CoCoVaPlugin
+from latentrl.trainers.cocova import CoCoVaConfig
+from latentrl.trainers.common import read_metrics
+from tests.conftest import REPO_ROOT
+
+CONFIG = REPO_ROOT / "configs" / "cocova_shapes_tiny.yaml"
+
+
+def run_args(models, output_dir, *overrides):
+    return [
+        "train", "cocova", "--config", str(CONFIG),
+        f"language_model={models['language_model']}", f"vision_encoder={models['vision_encoder']}",
+        f"output_dir={output_dir}", "train_examples=256", "eval_problems=24", "batch_size=16",
+        "plugin.width=32", "plugin.num_heads=2", "plugin.denoiser_width=32", "time_budget_s=0",
+        "checkpoint_every=3", "warmup_steps=1", *overrides,
+    ]  # fmt: skip
+
+
+def test_training_lowers_the_answer_loss_and_eval_reproduces_the_summary(
+    tiny_vqa_models, tmp_path, capsys
+):
+    out = tmp_path / "run"
+    assert cli_main(run_args(tiny_vqa_models, out, "steps=60", "learning_rate=3e-3")) == 0
+    metrics = read_metrics(out / "metrics.jsonl")
+    assert len(metrics) == 60
+    first = sum(m["answer_loss"] for m in metrics[:10]) / 10
+    last = sum(m["answer_loss"] for m in metrics[-10:]) / 10
+    assert last < first - 0.05, (first, last)
+    assert metrics[-1]["gate"] > metrics[0]["gate"] > 0  # the gate opened
+    assert {"infonce_loss", "diffusion_loss", "infonce_image", "temperature"} <= set(metrics[-1])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["mean_iterations"] == 3.0
+    assert {"accuracy_level_1", "majority_accuracy_level_3"} <= set(summary)
+    assert (out / "curves.png").is_file()
+
+    capsys.readouterr()
+    code = cli_main([
+        "eval", "--task", "shapes_vqa", "--model", tiny_vqa_models["language_model"],
+        "--plugin", str(out / "plugin"), "--limit", "24", "--output-dir", str(tmp_path / "eval"),
+        "rollout.backend=hf", "max_tokens=4",
+    ])  # fmt: skip
+    assert code == 0
+    evaluated = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert evaluated["accuracy"] == summary["accuracy"]
+    assert evaluated["mean_iterations"] == 3.0
+    assert "level 2" in capsys.readouterr().out
+
+
+def test_resume_continues_the_run_exactly(tiny_vqa_models, tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert cli_main(run_args(tiny_vqa_models, straight, "steps=5")) == 0
+    assert cli_main(run_args(tiny_vqa_models, resumed, "steps=3")) == 0
+    assert cli_main([*run_args(tiny_vqa_models, resumed, "steps=5"), "--resume"]) == 0
+
+    def losses(run):
+        return [
+            (m["step"], m["answer_loss"], m["diffusion_loss"])
+            for m in read_metrics(run / "metrics.jsonl")
+        ]
+
+    assert losses(resumed) == losses(straight)
+    a = CoCoVaPlugin.from_pretrained(straight / "plugin").state_dict()
+    b = CoCoVaPlugin.from_pretrained(resumed / "plugin").state_dict()
+    assert all((a[k] == b[k]).all() for k in a)
+
+
+def test_llava_baseline_and_lora_language_model_train(tiny_vqa_models, tmp_path):
+    out = tmp_path / "llava"
+    args = run_args(tiny_vqa_models, out, "steps=3", "plugin.architecture=llava", "lm_mode=lora")
+    assert cli_main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["architecture"] == "llava" and summary["mean_iterations"] == 0.0
+    plugin = CoCoVaPlugin.from_pretrained(out / "plugin")
+    assert plugin.config.language_model == str(out / "language_model")  # LoRA merged in
+    assert not hasattr(plugin, "lqformer")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("plugin.keep_fraction=0", "plugin.keep_fraction: must be in (0, 1]"),
+        ("infonce_weight=-1", "infonce_weight: must be >= 0, got -1.0"),
+        ("plugin.architecture=blip", "plugin.architecture: expected one of 'lqformer', 'llava'"),
+    ],
+)
+def test_bad_config_values_are_named(override, message):
+    with pytest.raises(
+        ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")
+    ):
+        load_config(CoCoVaConfig, CONFIG, [override])
+
+
+def test_missing_models_are_a_config_error(tmp_path, capsys):
+    code = cli_main(["train", "cocova", f"output_dir={tmp_path}", "language_model=null"])
+    assert code == 2
+    assert "missing required key 'language_model'" in capsys.readouterr().err
