@@ -7,6 +7,7 @@ Subcommands take ``--config FILE`` plus any number of ``key.sub=value`` override
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -66,6 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
     cocova.add_argument(
         "--resume", action="store_true", help="continue from the run's latest checkpoint"
     )
+    laser = methods.add_parser(
+        "laser",
+        help="LaSER: a dense retriever reasoning in soft tokens, distilled from explicit reasoning",
+        description="Train a LaSER retriever on a retrieval task (see configs/laser_*.yaml).",
+    )
+    _add_config_arguments(laser)
+    laser.add_argument(
+        "--resume", action="store_true", help="continue from the run's latest checkpoint"
+    )
 
     evaluate = commands.add_parser(
         "eval",
@@ -83,6 +93,25 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--temperature", type=float)
     evaluate.add_argument("--seed", type=int)
     evaluate.add_argument("--output-dir", help="where summary.json and samples.jsonl go")
+    evaluate.add_argument(
+        "--retriever", help="LaSER retriever folder: rank a retrieval task's corpus instead"
+    )
+
+    serve = commands.add_parser(
+        "serve",
+        help="OpenAI-compatible server for a frozen model with latent plugins",
+        description="Serve the main model and latent plugins behind /v1/completions, "
+        "/v1/chat/completions and /v1/models (plugins load and unload at runtime).",
+    )
+    _add_config_arguments(serve)
+    serve.add_argument("--model", help="main model: a folder or Hub id")
+    serve.add_argument(
+        "--plugin", action="append", default=[], metavar="NAME=PATH",
+        help="serve the latent plugin folder PATH as model NAME (repeatable)",
+    )  # fmt: skip
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1 routes")
 
     commands.add_parser("tasks", help="list the available tasks", description="List tasks.")
     return parser
@@ -101,6 +130,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from latentrl.trainers import grpo
 
             return grpo.main(args.config, args.overrides)
+        if args.command == "train" and args.method == "laser":
+            from latentrl.trainers import laser
+
+            return laser.main(args.config, args.overrides, resume=args.resume)
         if args.command == "train" and args.method == "cocova":
             from latentrl.trainers import cocova
 
@@ -109,8 +142,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             from latentrl.trainers import dlr
 
             return dlr.main(args.config, args.overrides, resume=args.resume)
+        if args.command == "eval" and args.retriever:
+            return _evaluate_retrieval(args)
         if args.command == "eval":
             return _evaluate(args)
+        if args.command == "serve":
+            return _serve(args)
         if args.command == "demo":
             from latentrl.demo import run_demo
 
@@ -129,17 +166,59 @@ EVAL_FLAGS = {
 }  # fmt: skip
 
 
+def _flag_overrides(args: argparse.Namespace, flags: dict[str, str]) -> list[str]:
+    """``key=value`` overrides for the flags given; text is quoted so it stays text
+    (an API key ``123`` or a model named ``yes`` is not read as a number or a boolean)."""
+    return [
+        f"{key}={json.dumps(value) if isinstance(value, str) else value}"
+        for flag, key in flags.items()
+        if (value := getattr(args, flag)) is not None
+    ]
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from latentrl.config import EvalConfig, load_config
     from latentrl.eval.run import run_eval
 
-    flags = [
-        f"{key}={getattr(args, flag)}"
-        for flag, key in EVAL_FLAGS.items()
-        if getattr(args, flag) is not None
-    ]
+    flags = _flag_overrides(args, EVAL_FLAGS)
     run_eval(load_config(EvalConfig, args.config, [*flags, *args.overrides]))
     return 0
+
+
+# `latentrl eval --retriever` flags and the config keys they set.
+RETRIEVAL_EVAL_FLAGS = {
+    "retriever": "retriever", "task": "task.name", "limit": "limit", "output_dir": "output_dir",
+}  # fmt: skip
+
+
+def _evaluate_retrieval(args: argparse.Namespace) -> int:
+    from latentrl.config import RetrievalEvalConfig, load_config
+    from latentrl.eval.retrieval import run_retrieval_eval
+
+    unused = [f"--{flag}" for flag in ("model", "plugin", "adapter", "n", "temperature", "seed")
+              if getattr(args, flag) is not None]  # fmt: skip
+    if unused:
+        raise ConfigError(f"{', '.join(unused)}: not used with --retriever")
+    flags = _flag_overrides(args, RETRIEVAL_EVAL_FLAGS)
+    run_retrieval_eval(load_config(RetrievalEvalConfig, args.config, [*flags, *args.overrides]))
+    return 0
+
+
+# `latentrl serve` flags and the config keys they set (plugins come from --plugin NAME=PATH).
+SERVE_FLAGS = {"model": "model", "host": "host", "port": "port", "api_key": "api_key"}
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from latentrl.config import ServeConfig, load_config
+    from latentrl.serve.app import serve
+
+    flags = _flag_overrides(args, SERVE_FLAGS)
+    for item in args.plugin:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(f"--plugin {item!r}: expected NAME=PATH")
+        flags.append(f"plugins.{name}={json.dumps(path)}")
+    return serve(load_config(ServeConfig, args.config, [*flags, *args.overrides]))
 
 
 def _list_tasks() -> int:

@@ -1,0 +1,209 @@
+"""The HTTP layer: FastAPI routes, API-key check, body-size limit, errors and metrics.
+
+Every error, whatever raised it (a bad field, malformed JSON, an unknown model, a missing
+key, an oversized body), is answered with OpenAI's error body
+``{"error": {"message", "type", "param", "code"}}`` and a 4xx status; only a bug gives 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from latentrl.config import ServeConfig
+from latentrl.serve.protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    OpenAIError,
+    PluginLoadRequest,
+    error_body,
+)
+from latentrl.serve.serving import ModelServer
+
+log = logging.getLogger(__name__)
+
+
+def create_app(cfg: ServeConfig) -> FastAPI:
+    """Load the main model, its engine and plugins, and return the app serving them."""
+    server = ModelServer(cfg)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        server.close()
+
+    app = FastAPI(title="latentrl", lifespan=lifespan)
+    app.state.server = server
+    _add_error_handlers(app)
+
+    @app.middleware("http")
+    async def require_api_key(request: Request, call_next):
+        if cfg.api_key is not None and request.url.path.startswith("/v1"):
+            scheme, _, key = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not secrets.compare_digest(
+                key.encode(), cfg.api_key.encode()
+            ):
+                return _error_response(OpenAIError(
+                    401, "missing or wrong API key: send the header 'Authorization: Bearer <key>'",
+                    code="invalid_api_key",
+                ))  # fmt: skip
+        return await call_next(request)
+
+    @app.middleware("http")
+    async def record_metrics(request: Request, call_next):
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        endpoint = route.path if route is not None else "unmatched"
+        server.metrics.requests.labels(endpoint, str(response.status_code)).inc()
+        server.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+        return response
+
+    # Outermost, so an oversized body is refused before anything reads it.
+    app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(server.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models")
+    async def list_models() -> dict:
+        return server.list_models()
+
+    @app.post("/v1/completions")
+    async def completions(request: CompletionRequest):
+        decoded = await server.complete(request)
+        if request.stream:
+            events = server.stream(decoded, chat=False, include_usage=request.include_usage)
+            return StreamingResponse(events, media_type="text/event-stream")
+        return server.completion_response(decoded)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: ChatCompletionRequest):
+        decoded = await server.chat(request)
+        if request.stream:
+            events = server.stream(decoded, chat=True, include_usage=request.include_usage)
+            return StreamingResponse(events, media_type="text/event-stream")
+        return server.chat_response(decoded)
+
+    @app.post("/v1/plugins")
+    async def load_plugin(request: PluginLoadRequest) -> dict:
+        return await asyncio.to_thread(server.load_plugin, request.name, request.path)
+
+    @app.delete("/v1/plugins/{name}")
+    async def unload_plugin(name: str) -> dict:
+        return server.unload_plugin(name)
+
+    return app
+
+
+def serve(cfg: ServeConfig) -> int:
+    """``latentrl serve``: run the server until interrupted."""
+    import uvicorn
+
+    app = create_app(cfg)
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info")
+    return 0
+
+
+# ---- errors ---------------------------------------------------------------------------------
+
+
+def _error_response(err: OpenAIError) -> JSONResponse:
+    return JSONResponse(err.body(), status_code=err.status)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(OpenAIError)
+    async def openai_error(request: Request, err: OpenAIError) -> JSONResponse:
+        return _error_response(err)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, err: RequestValidationError) -> JSONResponse:
+        problems = err.errors()
+        first = problems[0]
+        if first["type"] == "json_invalid":
+            message = f"the request body is not valid JSON: {first.get('ctx', {}).get('error', '')}"
+            return _error_response(OpenAIError(400, message.rstrip(": ")))
+        fields = [_field_path(p["loc"]) for p in problems]
+        message = "; ".join(
+            f"{field or 'body'}: {p['msg']}" for field, p in zip(fields, problems, strict=True)
+        )
+        return _error_response(OpenAIError(400, message, param=fields[0] or None))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, err: HTTPException) -> JSONResponse:
+        kind = "not_found_error" if err.status_code == 404 else "invalid_request_error"
+        return JSONResponse(error_body(str(err.detail), kind), status_code=err.status_code)
+
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, err: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        body = error_body(f"internal server error: {type(err).__name__}: {err}", "server_error")
+        return JSONResponse(body, status_code=500)
+
+
+def _field_path(loc: tuple) -> str:
+    """``messages.0.role`` from pydantic's ``("body", "messages", 0, "role")``, leaving out
+    the names pydantic gives union members (``prompt.str``, ``prompt.list[str]``)."""
+    parts = [str(part) for part in loc[1:]]
+    return ".".join(p for p in parts if p not in ("str", "int", "float", "bool") and "[" not in p)
+
+
+class BodyLimit:
+    """Refuse request bodies over ``max_bytes`` with 413, by header or as they stream in."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._too_large(scope, receive, send)
+            return
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client left
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_bytes:
+                await self._too_large(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        message = f"the request body is larger than this server's limit of {self.max_bytes} bytes"
+        response = JSONResponse(error_body(message), status_code=413)
+        await response(scope, receive, send)

@@ -1,0 +1,93 @@
+"""One tiny plugin (a real DLR plugin after one training step) and one `latentrl serve`
+subprocess per test session, serving the shared tiny model on the hf backend (it starts in
+seconds; the vLLM backend decodes the same greedy text, see tests/rollout)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from latentrl.config import DLRConfig, load_config
+from latentrl.trainers.dlr import DLRTrainer
+from tests.conftest import REPO_ROOT, TEST_TASK_OPTIONS, _free_port
+
+API_KEY = "test-key"
+MAX_TOKENS_LIMIT = 64
+MAX_BODY_BYTES = 20_000
+
+
+def train_tiny_plugin(main_model: Path, output_dir: Path) -> Path:
+    """A DLR plugin for ``main_model`` after one RL step; returns its folder."""
+    options = [f"task.options.{k}={v}" for k, v in TEST_TASK_OPTIONS.items()]
+    cfg = load_config(DLRConfig, REPO_ROOT / "configs" / "dlr_arith_tiny.yaml", [
+        f"main_model={main_model}", f"output_dir={output_dir}", "steps=1", "questions_per_step=4",
+        "group_size=4", "decode_k=4", "eval_problems=4", "decode_max_tokens=8",
+        "checkpoint_every=0", "rollout.backend=hf", *options,
+    ])  # fmt: skip
+    trainer = DLRTrainer(cfg)
+    trainer.setup()
+    trainer.train()
+    trainer.cleanup()
+    return output_dir / "plugin"
+
+
+@pytest.fixture(scope="session")
+def tiny_plugin_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    return train_tiny_plugin(tiny_model_dir, tmp_path_factory.mktemp("dlr"))
+
+
+@dataclass
+class Server:
+    url: str
+    model: str
+    """The main model's id."""
+    process: subprocess.Popen
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text()[-3000:]
+
+
+@pytest.fixture(scope="session")
+def server(tiny_model_dir, tiny_plugin_dir, tmp_path_factory):
+    """`latentrl serve` with the tiny model as ``main`` and the plugin as ``tiny``."""
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("serve") / "server.log"
+    command = [
+        sys.executable, "-m", "latentrl.cli", "serve", "--model", str(tiny_model_dir),
+        "--plugin", f"tiny={tiny_plugin_dir}", "--port", str(port), "--api-key", API_KEY,
+        "served_model_name=main", "rollout.backend=hf", f"max_tokens_limit={MAX_TOKENS_LIMIT}",
+        f"max_body_bytes={MAX_BODY_BYTES}",
+    ]  # fmt: skip
+    with open(log_path, "w") as log:
+        env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    running = Server(url, "main", process, log_path)
+    deadline = time.monotonic() + 180
+    try:
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"latentrl serve exited early:\n{running.log()}")
+            try:
+                if requests.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"latentrl serve did not start in 180 s:\n{running.log()}")
+            time.sleep(0.5)
+        yield running
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
