@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from latentrl.config import DLRConfig, load_config
-from latentrl.trainers.dlr import DLRTrainer
+from latentrl.trainers import dlr
 from tests.conftest import REPO_ROOT, TEST_TASK_OPTIONS, _free_port
 
 API_KEY = "test-key"
@@ -23,24 +22,17 @@ MAX_TOKENS_LIMIT = 64
 MAX_BODY_BYTES = 20_000
 
 
-def train_tiny_plugin(main_model: Path, output_dir: Path) -> Path:
-    """A DLR plugin for ``main_model`` after one RL step; returns its folder."""
-    options = [f"task.options.{k}={v}" for k, v in TEST_TASK_OPTIONS.items()]
-    cfg = load_config(DLRConfig, REPO_ROOT / "configs" / "dlr_arith_tiny.yaml", [
-        f"main_model={main_model}", f"output_dir={output_dir}", "steps=1", "questions_per_step=4",
-        "group_size=4", "decode_k=4", "eval_problems=4", "decode_max_tokens=8",
-        "checkpoint_every=0", "rollout.backend=hf", *options,
-    ])  # fmt: skip
-    trainer = DLRTrainer(cfg)
-    trainer.setup()
-    trainer.train()
-    trainer.cleanup()
-    return output_dir / "plugin"
-
-
 @pytest.fixture(scope="session")
 def tiny_plugin_dir(tiny_model_dir, tmp_path_factory) -> Path:
-    return train_tiny_plugin(tiny_model_dir, tmp_path_factory.mktemp("dlr"))
+    """A DLR plugin for the tiny model after one RL step (`latentrl train dlr`)."""
+    output_dir = tmp_path_factory.mktemp("dlr")
+    options = [f"task.options.{k}={v}" for k, v in TEST_TASK_OPTIONS.items()]
+    dlr.main(REPO_ROOT / "configs" / "dlr_arith_tiny.yaml", [
+        f"main_model={tiny_model_dir}", f"output_dir={output_dir}", "steps=1",
+        "questions_per_step=4", "group_size=4", "decode_k=4", "eval_problems=4",
+        "decode_max_tokens=8", "checkpoint_every=0", "rollout.backend=hf", *options,
+    ])  # fmt: skip
+    return output_dir / "plugin"
 
 
 @dataclass
