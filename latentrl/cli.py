@@ -67,6 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
     cocova.add_argument(
         "--resume", action="store_true", help="continue from the run's latest checkpoint"
     )
+    laser = methods.add_parser(
+        "laser",
+        help="LaSER: a dense retriever reasoning in soft tokens, distilled from explicit reasoning",
+        description="Train a LaSER retriever on a retrieval task (see configs/laser_*.yaml).",
+    )
+    _add_config_arguments(laser)
+    laser.add_argument(
+        "--resume", action="store_true", help="continue from the run's latest checkpoint"
+    )
 
     evaluate = commands.add_parser(
         "eval",
@@ -84,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--temperature", type=float)
     evaluate.add_argument("--seed", type=int)
     evaluate.add_argument("--output-dir", help="where summary.json and samples.jsonl go")
+    evaluate.add_argument(
+        "--retriever", help="LaSER retriever folder: rank a retrieval task's corpus instead"
+    )
 
     serve = commands.add_parser(
         "serve",
@@ -118,6 +130,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from latentrl.trainers import grpo
 
             return grpo.main(args.config, args.overrides)
+        if args.command == "train" and args.method == "laser":
+            from latentrl.trainers import laser
+
+            return laser.main(args.config, args.overrides, resume=args.resume)
         if args.command == "train" and args.method == "cocova":
             from latentrl.trainers import cocova
 
@@ -126,6 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from latentrl.trainers import dlr
 
             return dlr.main(args.config, args.overrides, resume=args.resume)
+        if args.command == "eval" and args.retriever:
+            return _evaluate_retrieval(args)
         if args.command == "eval":
             return _evaluate(args)
         if args.command == "serve":
@@ -164,6 +182,25 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     flags = _flag_overrides(args, EVAL_FLAGS)
     run_eval(load_config(EvalConfig, args.config, [*flags, *args.overrides]))
+    return 0
+
+
+# `latentrl eval --retriever` flags and the config keys they set.
+RETRIEVAL_EVAL_FLAGS = {
+    "retriever": "retriever", "task": "task.name", "limit": "limit", "output_dir": "output_dir",
+}  # fmt: skip
+
+
+def _evaluate_retrieval(args: argparse.Namespace) -> int:
+    from latentrl.config import RetrievalEvalConfig, load_config
+    from latentrl.eval.retrieval import run_retrieval_eval
+
+    unused = [f"--{flag}" for flag in ("model", "plugin", "adapter", "n", "temperature", "seed")
+              if getattr(args, flag) is not None]  # fmt: skip
+    if unused:
+        raise ConfigError(f"{', '.join(unused)}: not used with --retriever")
+    flags = _flag_overrides(args, RETRIEVAL_EVAL_FLAGS)
+    run_retrieval_eval(load_config(RetrievalEvalConfig, args.config, [*flags, *args.overrides]))
     return 0
 
 

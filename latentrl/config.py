@@ -579,3 +579,144 @@ def _type_error(
 ) -> ConfigError:
     src = _source(key, sources, file_label)
     return ConfigError(f"{key}: expected {expected}, got {value!r} (in {src})")
+
+
+# --------------------------------------------------------------------------------------
+# LaSER (latent-reasoning dense retrieval)
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class RetrieverSettings:
+    """Shape of a LaSER retriever (see ``latentrl.models.retriever``)."""
+
+    latent_steps: int = 3
+    """K: states averaged into a vector (the ``<EOS>`` state plus K - 1 soft tokens);
+    1 is a plain last-token retriever."""
+    max_query_tokens: int = 256
+    max_document_tokens: int = 512
+    max_rationale_tokens: int = 256
+    lora: bool = True
+    """Train a LoRA adapter on the backbone instead of all its weights."""
+    lora_rank: int = 64
+    lora_alpha: int = 32
+
+    def __post_init__(self) -> None:
+        require_positive(
+            self, "latent_steps", "max_query_tokens", "max_document_tokens",
+            "max_rationale_tokens", "lora_rank", "lora_alpha",
+        )  # fmt: skip
+
+
+@dataclass
+class LaSERLossConfig:
+    """Weights and temperatures of the LaSER objective (DESIGN.md, "LaSER")."""
+
+    tau: float = 0.02
+    """Temperature of both views' InfoNCE and of the distillation's score distributions."""
+    latent_weight: float = 1.0
+    explicit_weight: float = 1.0
+    """InfoNCE of the explicit view (the teacher also learns to retrieve)."""
+    distill_weight: float = 10.0
+    """KL(p_explicit || p_latent) over the batch's documents, teacher detached."""
+    trajectory_weight: float = 0.1
+    trajectory_tau: float = 0.05
+
+    def __post_init__(self) -> None:
+        require_positive(self, "tau", "trajectory_tau")
+        require_non_negative(
+            self, "latent_weight", "explicit_weight", "distill_weight", "trajectory_weight"
+        )
+
+    @property
+    def needs_explicit_view(self) -> bool:
+        """False for plain InfoNCE: no term reads the explicit view, so it is not computed."""
+        return max(self.explicit_weight, self.distill_weight, self.trajectory_weight) > 0
+
+
+@dataclass
+class RationaleConfig:
+    """Rationales generated with the rollout engine for datasets that have none."""
+
+    model: str | None = None
+    """The LLM that writes them (default: the retriever's backbone)."""
+    prompt_template: str = "Question: {query}\nAnswer:"
+    max_tokens: int = 128
+    temperature: float = 0.0
+    seed: int = 0
+    cache_dir: str | None = None
+    """Where generated rationales are cached as JSONL (default: ``$LATENTRL_CACHE/rationales``)."""
+
+    def __post_init__(self) -> None:
+        require_positive(self, "max_tokens")
+        require_non_negative(self, "temperature")
+        if "{query}" not in self.prompt_template:
+            raise ValueError(f"prompt_template: must contain {{query}}: {self.prompt_template!r}")
+
+
+@dataclass
+class LaSERConfig:
+    """``latentrl train laser``: a dense retriever that thinks in soft tokens, distilled from
+    explicit reasoning (or, with the explicit terms at 0 and ``latent_steps: 1``, plain InfoNCE)."""
+
+    model: str | None = None
+    """Backbone causal LM (folder or Hub id); or leave unset and give ``tiny``."""
+    tiny: TinyModelConfig | None = None
+    """Build a tiny backbone instead, pre-trained as an LM on ``tiny_task`` (cached)."""
+    tiny_pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    tiny_task: TaskConfig = field(default_factory=lambda: TaskConfig(name="gsm8k"))
+    task: TaskConfig = field(default_factory=lambda: TaskConfig(name="gsm8k_retrieval"))
+    """A retrieval task (``latentrl.tasks.retrieval``); trained on ``train``, scored on ``test``."""
+    retriever: RetrieverSettings = field(default_factory=RetrieverSettings)
+    loss: LaSERLossConfig = field(default_factory=LaSERLossConfig)
+    rationale: RationaleConfig = field(default_factory=RationaleConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+
+    steps: int = 300
+    batch_size: int = 32
+    """Queries per step (their positives are the in-batch documents)."""
+    hard_negatives: int = 1
+    """BM25-mined negatives per query, never a held-out query's document."""
+    learning_rate: float = 1e-3
+    warmup_steps: int = 20
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    encode_batch_size: int = 64
+    """Documents per forward pass when encoding the corpus for evaluation."""
+    checkpoint_every: int = 100
+    output_dir: str = "runs/laser"
+    seed: int = 0
+    report_to: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if (self.model is None) == (self.tiny is None):
+            raise ValueError("model: give exactly one of model (a folder or Hub id) and tiny")
+        require_positive(
+            self, "steps", "batch_size", "learning_rate", "max_grad_norm", "encode_batch_size"
+        )
+        require_non_negative(
+            self, "hard_negatives", "warmup_steps", "weight_decay", "checkpoint_every"
+        )
+
+
+@dataclass
+class RetrievalEvalConfig:
+    """``latentrl eval --task RETRIEVAL_TASK --retriever PATH``: ranking quality and latency."""
+
+    retriever: str
+    """A folder saved by ``latentrl train laser``."""
+    task: TaskConfig = field(default_factory=lambda: TaskConfig(name="gsm8k_retrieval"))
+    split: str = "test"
+    limit: int | None = None
+    """Score the first ``limit`` queries (all when unset); the corpus is always whole."""
+    encode_batch_size: int = 64
+    latency_queries: int = 32
+    """Queries timed one at a time per view (0 skips the latency comparison)."""
+    rationale: RationaleConfig = field(default_factory=RationaleConfig)
+    rollout: RolloutConfig = field(default_factory=lambda: RolloutConfig(backend="hf"))
+    """Engine that writes the explicit view's rationale in the latency comparison."""
+    output_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        require_positive(self, "limit", "encode_batch_size")
+        require_non_negative(self, "latency_queries")

@@ -1,0 +1,346 @@
+"""LaSER recipe: a dense retriever that reasons in soft tokens, distilled from explicit reasoning.
+
+    latentrl train laser --config configs/laser_gsm8k_tiny.yaml [key.sub=value ...] [--resume]
+
+Each step takes ``batch_size`` training queries, their relevant documents and
+``hard_negatives`` BM25-mined negatives each; encodes the documents and the queries'
+latent view (K soft-token steps), and, unless every explicit term is off, the explicit
+view (query + rationale, with segment states); and minimises :class:`LaSERLoss` (both
+views' InfoNCE, KL distillation from the detached explicit view, trajectory alignment).
+The held-out split is scored before and after training with the whole corpus.
+
+Rationales come from the dataset when it has them; the rest are generated once with the
+shared rollout engine (``rationale`` settings) and cached as JSONL.
+
+Simplified relative to the paper: documents are encoded by the same latent view with
+gradient (no cached document bank); hard negatives are mined once by BM25 (bm25s) from the
+corpus minus the held-out queries' documents; another relevant document of a query that
+lands in its batch counts as a negative, as in most in-batch training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+from transformers import AutoTokenizer, get_cosine_schedule_with_warmup
+
+from latentrl.config import (
+    LaSERConfig,
+    RationaleConfig,
+    RolloutConfig,
+    TaskConfig,
+    load_config,
+    save_config,
+)
+from latentrl.eval.retrieval import METRICS, RetrieverModel, evaluate_retriever, generate_rationales
+from latentrl.io import write_json, write_jsonl
+from latentrl.losses.retrieval import LaSERLoss
+from latentrl.models.retriever import LaSERRetriever
+from latentrl.models.tiny import default_cache_dir, pretrained_tiny_model
+from latentrl.rollout import make_engine
+from latentrl.tasks.retrieval import RetrievalData, get_retrieval_task
+from latentrl.tasks.sources import read_jsonl
+from latentrl.trainers.common import (
+    MetricsLog,
+    latest_checkpoint,
+    plot_curves,
+    read_metrics,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+
+CURVE_KEYS = ("loss", "latent_nce", "distill_kl", "trajectory_kl", "latent_batch_accuracy")
+
+
+# ---- data ------------------------------------------------------------------------------------
+
+
+def mine_hard_negatives(
+    data: RetrievalData, pool: Sequence[str], count: int
+) -> dict[str, list[str]]:
+    """The ``count`` best BM25 documents of ``pool`` per query that it does not judge relevant."""
+    import bm25s
+
+    index = bm25s.BM25()
+    index.index(
+        bm25s.tokenize([data.corpus[d] for d in pool], stopwords="en", show_progress=False),
+        show_progress=False,
+    )
+    query_ids = list(data.queries)
+    widest = max(len(data.qrels[q]) for q in query_ids)
+    found, _ = index.retrieve(
+        bm25s.tokenize([data.queries[q] for q in query_ids], stopwords="en", show_progress=False),
+        k=min(len(pool), count + widest),
+        show_progress=False,
+    )
+    return {
+        query_id: [pool[i] for i in row if pool[i] not in data.qrels[query_id]][:count]
+        for query_id, row in zip(query_ids, found.tolist(), strict=True)
+    }
+
+
+def cached_rationales(
+    queries: Mapping[str, str],
+    model: str,
+    cfg: RationaleConfig,
+    rollout: RolloutConfig,
+    dataset: str,
+) -> dict[str, str]:
+    """A rationale per query, generated once by ``model`` and cached as JSONL.
+
+    The cache file is keyed by the dataset label, the model and every generation setting;
+    rows already in it are reused, and only the missing ones are generated.
+    """
+    settings = {"dataset": dataset, "model": model, **asdict(cfg)}
+    settings.pop("cache_dir")
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    folder = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir() / "rationales"
+    path = folder / f"{key}.jsonl"
+    cached = (
+        {row["query_id"]: row["rationale"] for _, row in read_jsonl(path)} if path.is_file() else {}
+    )
+    missing = [q for q in queries if q not in cached]
+    if missing:
+        engine = make_engine(model, rollout)
+        try:
+            written = generate_rationales(
+                engine, AutoTokenizer.from_pretrained(model), [queries[q] for q in missing], cfg
+            )
+        finally:
+            engine.close()
+        cached |= dict(zip(missing, written, strict=True))
+        write_jsonl(path, [{"query_id": q, "rationale": r} for q, r in cached.items()])
+        write_json(path.with_suffix(".settings.json"), settings)
+    return {q: cached[q] for q in queries}
+
+
+def backbone_path(cfg: LaSERConfig) -> str:
+    """The configured backbone, or the cached tiny model pre-trained on ``tiny_task``."""
+    if cfg.model is not None:
+        return cfg.model
+    return str(
+        pretrained_tiny_model(
+            cfg.tiny_task.name, cfg.tiny_task.options, cfg.tiny, cfg.tiny_pretrain
+        )
+    )
+
+
+# ---- the recipe ------------------------------------------------------------------------------
+
+
+class LaSERTrainer:
+    """setup() -> train() -> evaluate() -> cleanup(); see :func:`main`."""
+
+    def __init__(self, cfg: LaSERConfig, resume: bool = False) -> None:
+        self.cfg = cfg
+        self.resume = resume
+        self.run_dir = Path(cfg.output_dir)
+
+    def setup(self) -> None:
+        cfg = self.cfg
+        self.accelerator = Accelerator(
+            cpu=not torch.cuda.is_available(),
+            log_with=cfg.report_to or None,
+            project_dir=str(self.run_dir),
+        )
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, self.run_dir / "config.yaml")
+        torch.manual_seed(cfg.seed)
+        self.data_generator = torch.Generator().manual_seed(cfg.seed + 1)
+
+        self.train_data, self.eval_data = self._load_data(cfg.task)
+        self.backbone = backbone_path(cfg)
+        self.rationales = self._rationales() if cfg.loss.needs_explicit_view else {}
+        held_out = {d for q in self.eval_data.queries for d in self.eval_data.qrels[q]}
+        pool = [d for d in self.train_data.corpus if d not in held_out]
+        self.negatives = (
+            mine_hard_negatives(self.train_data, pool, cfg.hard_negatives)
+            if cfg.hard_negatives
+            else {}
+        )
+
+        retriever = LaSERRetriever.from_backbone(self.backbone, cfg.retriever)
+        trainable = [p for p in retriever.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(
+            trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+        )
+        self.scheduler = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, cfg.steps)
+        self.model, self.optimizer = self.accelerator.prepare(retriever, optimizer)
+        self.loss = LaSERLoss(**asdict(cfg.loss))
+
+        self.step, self.position = 0, 0
+        self.order: list[str] = []
+        resume_from = latest_checkpoint(self.run_dir) if self.resume else None
+        if resume_from is not None:
+            self._load_checkpoint(resume_from)
+        self.metrics = MetricsLog(
+            self.run_dir, self.accelerator, resume_step=self.step if resume_from else None
+        )
+        if cfg.report_to:
+            self.accelerator.init_trackers("latentrl-laser", config=asdict(cfg))
+
+    def _load_data(self, task_cfg: TaskConfig) -> tuple[RetrievalData, RetrievalData]:
+        task = get_retrieval_task(task_cfg.name)
+        train = task.load("train", **task_cfg.options)
+        held_out = task.load("test", **task_cfg.options)
+        shared = set(train.queries) & set(held_out.queries)
+        if shared:
+            raise ValueError(
+                f"task {task.name}: {len(shared)} queries are in both train and test "
+                f"(e.g. {sorted(shared)[0]!r}); the held-out split must be disjoint"
+            )
+        return train, held_out
+
+    def _rationales(self) -> dict[str, str]:
+        """The dataset's rationales, with the missing ones generated (cached)."""
+        data, cfg = self.train_data, self.cfg
+        missing = {q: text for q, text in data.queries.items() if q not in data.rationales}
+        if not missing:
+            return dict(data.rationales)
+        label = json.dumps({"task": cfg.task.name, "options": cfg.task.options}, sort_keys=True)
+        model = cfg.rationale.model or self.backbone
+        generated = cached_rationales(missing, model, cfg.rationale, cfg.rollout, label)
+        return {**data.rationales, **generated}
+
+    @property
+    def retriever(self) -> LaSERRetriever:
+        return self.accelerator.unwrap_model(self.model)
+
+    def _next_queries(self) -> list[str]:
+        picks = []
+        while len(picks) < self.cfg.batch_size:
+            if self.position >= len(self.order):
+                ids = list(self.train_data.queries)
+                permutation = torch.randperm(len(ids), generator=self.data_generator).tolist()
+                self.order = [ids[i] for i in permutation]
+                self.position = 0
+            picks.append(self.order[self.position])
+            self.position += 1
+        return picks
+
+    def _batch_documents(self, query_ids: Sequence[str]) -> tuple[list[str], torch.Tensor]:
+        """The batch's documents (positives first, then hard negatives, no repeats) and the
+        index of each query's positive among them."""
+        positives = [self.train_data.relevant(q)[0] for q in query_ids]
+        documents = list(dict.fromkeys(positives))
+        for q in query_ids:
+            documents += [d for d in self.negatives.get(q, []) if d not in documents]
+        where = {d: i for i, d in enumerate(documents)}
+        return documents, torch.tensor([where[d] for d in positives])
+
+    def train(self) -> None:
+        cfg, data = self.cfg, self.train_data
+        bar = tqdm(total=cfg.steps, initial=self.step, desc="LaSER")
+        self.model.train()
+        while self.step < cfg.steps:
+            started = time.perf_counter()
+            query_ids = self._next_queries()
+            doc_ids, positives = self._batch_documents(query_ids)
+            retriever = self.retriever
+            documents, _ = retriever.encode_latent(
+                [data.corpus[d] for d in doc_ids], retriever.settings.max_document_tokens
+            )
+            rationales = (
+                [self.rationales[q] for q in query_ids] if cfg.loss.needs_explicit_view else None
+            )
+            views = retriever.query_views([data.queries[q] for q in query_ids], rationales)
+            loss, stats = self.loss(views, documents, positives.to(documents.device))
+            self.accelerator.backward(loss)
+            grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scheduler.step()
+            self.step += 1
+            self.metrics.log(
+                self.step,
+                {
+                    **stats,
+                    "grad_norm": float(grad_norm),
+                    "lr": self.scheduler.get_last_lr()[0],
+                    "documents": len(doc_ids),
+                    "step_time": time.perf_counter() - started,
+                },
+            )
+            bar.update(1)
+            bar.set_postfix(
+                loss=f"{stats['loss']:.3f}", acc=f"{stats['latent_batch_accuracy']:.2f}"
+            )
+            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                self._save_checkpoint()
+        bar.close()
+
+    def evaluate(self) -> dict[str, float]:
+        """Ranking metrics on the held-out queries against the whole corpus."""
+        model = RetrieverModel(self.retriever, self.cfg.encode_batch_size)
+        return evaluate_retriever(model, self.eval_data)
+
+    # ---- checkpoints ---------------------------------------------------------------------
+
+    def _save_checkpoint(self) -> Path:
+        def write(folder: Path) -> None:
+            self.retriever.save_pretrained(folder / "retriever")
+            torch.save(
+                {
+                    "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(),
+                    "rng": rng_state({"data": self.data_generator}),
+                    "order": self.order,
+                },
+                folder / "training_state.pt",
+            )
+            write_json(
+                folder / "trainer_state.json", {"step": self.step, "position": self.position}
+            )
+
+        return save_checkpoint(self.run_dir, self.step, write)
+
+    def _load_checkpoint(self, folder: Path) -> None:
+        saved = LaSERRetriever.from_pretrained(folder / "retriever")
+        self.retriever.load_state_dict(saved.state_dict())
+        training = torch.load(folder / "training_state.pt", weights_only=False)
+        self.optimizer.load_state_dict(training["optimizer"])
+        self.scheduler.load_state_dict(training["scheduler"])
+        set_rng_state(training["rng"], {"data": self.data_generator})
+        self.order = training["order"]
+        state = json.loads((folder / "trainer_state.json").read_text())
+        self.step, self.position = state["step"], state["position"]
+
+    def cleanup(self) -> None:
+        """Save the retriever and the curves; close the trackers."""
+        self.retriever.save_pretrained(self.run_dir / "retriever")
+        plot_curves(
+            read_metrics(self.run_dir / "metrics.jsonl"),
+            CURVE_KEYS,
+            self.run_dir / "curves.png",
+            "LaSER training",
+        )
+        for tracker in self.accelerator.trackers:
+            tracker.finish()
+
+
+def main(config_path: str | None, overrides: Sequence[str], resume: bool = False) -> int:
+    cfg = load_config(LaSERConfig, config_path, overrides)
+    trainer = LaSERTrainer(cfg, resume=resume)
+    trainer.setup()
+    before = trainer.evaluate() if trainer.step == 0 else None
+    trainer.train()
+    after = trainer.evaluate()
+    trainer.cleanup()
+    write_json(
+        trainer.run_dir / "summary.json", {"before": before, "after": after, "steps": trainer.step}
+    )
+    print(f"\n{'':<18}" + "".join(f"{n:>12}" for n in METRICS))
+    for label, result in (("before training", before), ("after training", after)):
+        if result is not None:
+            print(f"{label:<18}" + "".join(f"{result[n]:>12.4f}" for n in METRICS))
+    print(f"retriever saved to {trainer.run_dir / 'retriever'}")
+    return 0
