@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/rewards.py
 	$(PY) benchmarks/rollout_throughput.py
 	$(PY) benchmarks/dlr_step.py
+	$(PY) benchmarks/serve_latency.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

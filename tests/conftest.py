@@ -10,6 +10,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -75,23 +77,34 @@ def vllm_server_url(tiny_model_dir, tmp_path_factory):
         "--model", str(tiny_model_dir), "--enable-prompt-embeds", "--dtype", "float32",
         "--host", "127.0.0.1", "--port", str(port), "--seed", "0",
     ]  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    with running_server(command, url, log_path, env, "vLLM server"):
+        yield url
+
+
+@contextmanager
+def running_server(
+    command: list[str], url: str, log_path: Path, env: dict, name: str, timeout_s: float = 300
+) -> Iterator[subprocess.Popen]:
+    """Run ``command`` (output to ``log_path``) until ``{url}/health`` answers; stop it after."""
     with open(log_path, "w") as log:
         server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + timeout_s
     try:
         while True:
             if server.poll() is not None:
-                pytest.fail(f"vLLM server exited early:\n{log_path.read_text()[-3000:]}")
+                pytest.fail(f"{name} exited early:\n{log_path.read_text()[-3000:]}")
             try:
                 if requests.get(f"{url}/health", timeout=2).status_code == 200:
                     break
             except requests.RequestException:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"vLLM server did not start in 300 s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(1)
-        yield url
+                pytest.fail(
+                    f"{name} did not start in {timeout_s} s:\n{log_path.read_text()[-3000:]}"
+                )
+            time.sleep(0.5)
+        yield server
     finally:
         server.terminate()
         try:

@@ -26,9 +26,10 @@ from latentrl.serve.protocol import (
     CompletionRequest,
     OpenAIError,
     PluginLoadRequest,
+    SamplingRequest,
     error_body,
 )
-from latentrl.serve.serving import ModelServer
+from latentrl.serve.serving import Decoded, ModelServer
 
 log = logging.getLogger(__name__)
 
@@ -84,21 +85,19 @@ def create_app(cfg: ServeConfig) -> FastAPI:
     async def list_models() -> dict:
         return server.list_models()
 
+    def answer(decoded: Decoded, request: SamplingRequest, chat: bool):
+        if request.stream:
+            events = server.stream(decoded, chat=chat, include_usage=request.include_usage)
+            return StreamingResponse(events, media_type="text/event-stream")
+        return server.chat_response(decoded) if chat else server.completion_response(decoded)
+
     @app.post("/v1/completions")
     async def completions(request: CompletionRequest):
-        decoded = await server.complete(request)
-        if request.stream:
-            events = server.stream(decoded, chat=False, include_usage=request.include_usage)
-            return StreamingResponse(events, media_type="text/event-stream")
-        return server.completion_response(decoded)
+        return answer(await server.complete(request), request, chat=False)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: ChatCompletionRequest):
-        decoded = await server.chat(request)
-        if request.stream:
-            events = server.stream(decoded, chat=True, include_usage=request.include_usage)
-            return StreamingResponse(events, media_type="text/event-stream")
-        return server.chat_response(decoded)
+        return answer(await server.chat(request), request, chat=True)
 
     @app.post("/v1/plugins")
     async def load_plugin(request: PluginLoadRequest) -> dict:

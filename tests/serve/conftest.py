@@ -7,15 +7,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import requests
 
 from latentrl.trainers import dlr
-from tests.conftest import REPO_ROOT, TEST_TASK_OPTIONS, _free_port
+from tests.conftest import REPO_ROOT, TEST_TASK_OPTIONS, _free_port, running_server
 
 API_KEY = "test-key"
 MAX_TOKENS_LIMIT = 64
@@ -38,13 +36,7 @@ def tiny_plugin_dir(tiny_model_dir, tmp_path_factory) -> Path:
 @dataclass
 class Server:
     url: str
-    model: str
-    """The main model's id."""
     process: subprocess.Popen
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text()[-3000:]
 
 
 @pytest.fixture(scope="session")
@@ -58,28 +50,7 @@ def server(tiny_model_dir, tiny_plugin_dir, tmp_path_factory):
         "served_model_name=main", "rollout.backend=hf", f"max_tokens_limit={MAX_TOKENS_LIMIT}",
         f"max_body_bytes={MAX_BODY_BYTES}",
     ]  # fmt: skip
-    with open(log_path, "w") as log:
-        env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     url = f"http://127.0.0.1:{port}"
-    running = Server(url, "main", process, log_path)
-    deadline = time.monotonic() + 180
-    try:
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"latentrl serve exited early:\n{running.log()}")
-            try:
-                if requests.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"latentrl serve did not start in 180 s:\n{running.log()}")
-            time.sleep(0.5)
-        yield running
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    with running_server(command, url, log_path, env, "latentrl serve", timeout_s=180) as process:
+        yield Server(url, process)

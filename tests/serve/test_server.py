@@ -307,7 +307,6 @@ def test_200_concurrent_requests_are_batched_without_errors(server):
     seconds, results = asyncio.run(load())
     latencies = sorted(latency for latency, _ in results)
     p50, p99 = statistics.median(latencies), latencies[int(0.99 * len(latencies)) - 1]
-    print(f"\n200 concurrent requests in {seconds:.2f} s: p50 {p50:.3f} s, p99 {p99:.3f} s")
     assert all(r.choices[0].finish_reason in ("stop", "length") for _, r in results)
 
     after = metric_values(server.url)
@@ -322,6 +321,10 @@ def test_200_concurrent_requests_are_batched_without_errors(server):
     assert grew("latentrl_completion_tokens_total", model="tiny") == plugin_tokens
     assert grew("latentrl_completion_tokens_total", model="main") == generated - plugin_tokens
     engine_calls = grew("latentrl_batch_prompts_count")
+    print(
+        f"\n200 concurrent requests in {seconds:.2f} s: p50 {p50:.3f} s, p99 {p99:.3f} s, "
+        f"{engine_calls:.0f} engine calls"
+    )
     assert grew("latentrl_batch_prompts_sum") == 200
     assert engine_calls <= 50, f"{engine_calls} engine calls for 200 requests: not batched"
     assert grew("latentrl_request_latency_seconds_count", endpoint="/v1/completions") == 200

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import doctest
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -10,10 +12,16 @@ from transformers import AutoTokenizer
 from latentrl.cli import main as cli_main
 from latentrl.config import ConfigError, ServeConfig, load_config
 from latentrl.rollout import Completion
+from latentrl.serve import serving
 from latentrl.serve.protocol import ChatMessage, OpenAIError
 from latentrl.serve.serving import chat_prompt, question_in, text_pieces
 
 TEMPLATE = "Question: {question}\nAnswer:"
+
+
+def test_docstring_examples():
+    result = doctest.testmod(serving)
+    assert result.attempted > 0 and result.failed == 0
 
 
 @given(st.text())
