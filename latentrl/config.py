@@ -231,6 +231,12 @@ class LatentPluginSettings:
     log_std_max: float = 1.0
     use_markers: bool = True
     """Wrap the latents in <|latent_start|> ... <|latent_end|>."""
+    latent_position: Literal["before_answer", "prefix"] = "before_answer"
+    """Where the latents go: between the question and the answer cue (DESIGN.md), or in
+    front of the whole prompt like a soft prompt. A small model that never saw anything
+    between question and cue breaks there (tiny arith model: 15.8% -> 6.2%, markers
+    alone 0%) but ignores a prefix of random vectors (15.2-15.6%): a no-op with an open
+    channel, which is what RL needs to start from."""
     answer_cue: str = "Answer:"
     lora: bool = False
     """Train a LoRA adapter on the assistant instead of all its weights."""

@@ -185,8 +185,9 @@ class LatentPlugin(nn.Module):
         """``prompt_embeds`` [L, H] of the main model for one prompt and projected latents [N, H]."""
         settings = self.settings
         return build_prompt_embeds(
-            embed_tokens, tokenizer, prompt, latents, settings.answer_cue, settings.use_markers
-        )
+            embed_tokens, tokenizer, prompt, latents, settings.answer_cue, settings.use_markers,
+            settings.latent_position,
+        )  # fmt: skip
 
     @torch.no_grad()
     def mean_latent_prompts(
@@ -272,24 +273,32 @@ def build_prompt_embeds(
     latents: torch.Tensor,
     answer_cue: str,
     use_markers: bool,
+    position: str = "before_answer",
 ) -> torch.Tensor:
-    """Main-model input: prefix, [<|latent_start|>], N latent vectors, [<|latent_end|>], cue.
+    """Main-model input with the projected latents [N, H] spliced in; ``prompt_embeds`` [L, H].
 
-    ``latents`` [N, H] are already projected. Returns ``prompt_embeds`` [L, H].
+    ``before_answer``: prefix, [<|latent_start|>], latents, [<|latent_end|>], answer cue.
+    ``prefix``: [<|latent_start|>], latents, [<|latent_end|>], then the whole prompt.
     """
-    if answer_cue and prompt.endswith(answer_cue):
-        prefix, cue = prompt[: -len(answer_cue)], answer_cue
-    else:
-        prefix, cue = prompt, ""
     start = [tokenizer.convert_tokens_to_ids(LATENT_START_TOKEN)] if use_markers else []
     end = [tokenizer.convert_tokens_to_ids(LATENT_END_TOKEN)] if use_markers else []
-    before = tokenizer(prefix, add_special_tokens=False)["input_ids"] + start
-    after = end + (tokenizer(cue, add_special_tokens=False)["input_ids"] if cue else [])
+    if position == "prefix":
+        before, after = start, end + tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    elif position == "before_answer":
+        if answer_cue and prompt.endswith(answer_cue):
+            prefix, cue = prompt[: -len(answer_cue)], answer_cue
+        else:
+            prefix, cue = prompt, ""
+        before = tokenizer(prefix, add_special_tokens=False)["input_ids"] + start
+        after = end + (tokenizer(cue, add_special_tokens=False)["input_ids"] if cue else [])
+    else:
+        raise ValueError(f"latent position {position!r}: expected 'before_answer' or 'prefix'")
     device = embed_tokens.weight.device
-    parts = [embed_tokens(torch.tensor(before, dtype=torch.long, device=device)), latents]
-    if after:
-        parts.append(embed_tokens(torch.tensor(after, dtype=torch.long, device=device)))
-    return torch.cat(parts, dim=0)
+
+    def embed(ids: list[int]) -> list[torch.Tensor]:
+        return [embed_tokens(torch.tensor(ids, dtype=torch.long, device=device))] if ids else []
+
+    return torch.cat([*embed(before), latents, *embed(after)], dim=0)
 
 
 def _logit(p: float) -> float:

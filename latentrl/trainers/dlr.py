@@ -356,7 +356,9 @@ class DLRTrainer:
         params = SamplingParams(
             temperature=cfg.decode_temperature,
             max_tokens=cfg.decode_max_tokens,
-            seed=cfg.seed + self.step,
+            # One seed would give every request the same sampling noise, so sampled decodes
+            # of a group would differ only through their latents.
+            seed=cfg.seed + self.step if cfg.decode_temperature == 0 else None,
         )
         outputs = self.engine.generate(prompts, params)
         decoded = time.perf_counter()
@@ -559,15 +561,16 @@ def main(config_path: str | None, overrides: Sequence[str], resume: bool = False
     cfg = load_config(DLRConfig, config_path, overrides)
     trainer = DLRTrainer(cfg, resume=resume)
     trainer.setup()
-    before = trainer.evaluate(with_plugin=False)
-    trainer.warm_start()
+    results = {"frozen main model": trainer.evaluate(with_plugin=False)}
+    if cfg.warm_start_steps and trainer.step == 0:
+        trainer.warm_start()
+        results["warm-started plugin"] = trainer.evaluate(with_plugin=True)
     trainer.train()
-    after = trainer.evaluate(with_plugin=True)
+    results["RL-trained plugin"] = trainer.evaluate(with_plugin=True)
     trainer.cleanup()
-    summary = {"frozen_model": before, "with_plugin": after, "steps": trainer.step}
-    write_json(trainer.run_dir / "summary.json", summary)
+    write_json(trainer.run_dir / "summary.json", {"steps": trainer.step, **results})
     print(f"\n{'':<22}{'accuracy':>10}{'format':>10}")
-    print(f"{'frozen main model':<22}{before['accuracy']:>10.1%}{before['format_rate']:>10.1%}")
-    print(f"{'with DLR plugin':<22}{after['accuracy']:>10.1%}{after['format_rate']:>10.1%}")
+    for name, result in results.items():
+        print(f"{name:<22}{result['accuracy']:>10.1%}{result['format_rate']:>10.1%}")
     print(f"plugin saved to {trainer.run_dir / 'plugin'}")
     return 0

@@ -122,7 +122,7 @@ def test_resume_continues_exactly_and_main_model_stays_frozen(tiny_model_dir, tm
         assert key in rows_a[0], key
     assert (straight / "curves.png").stat().st_size > 0
     summary = json.loads((straight / "summary.json").read_text())
-    assert 0.0 <= summary["with_plugin"]["accuracy"] <= 1.0
+    assert 0.0 <= summary["RL-trained plugin"]["accuracy"] <= 1.0
 
 
 def test_main_model_is_bit_identical_after_training(tiny_model_dir, tmp_path):
