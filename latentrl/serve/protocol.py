@@ -41,7 +41,10 @@ class OpenAIError(Exception):
 
 
 def error_body(
-    message: str, type: str = "invalid_request_error", param: str | None = None, code=None
+    message: str,
+    type: str = "invalid_request_error",
+    param: str | None = None,
+    code: str | None = None,
 ) -> dict:
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
@@ -119,7 +122,7 @@ def now() -> int:
     return int(time.time())
 
 
-def usage(prompt_tokens: int, completion_tokens: int) -> dict:
+def usage_counts(prompt_tokens: int, completion_tokens: int) -> dict:
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,

@@ -39,7 +39,7 @@ from latentrl.serve.protocol import (
     SamplingRequest,
     new_id,
     now,
-    usage,
+    usage_counts,
 )
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class Decoded:
 
     def usage(self) -> dict:
         prompt = sum(o.prompt_len for o in self.outputs)
-        return usage(prompt, sum(len(c.token_ids) for c in self.completions))
+        return usage_counts(prompt, sum(len(c.token_ids) for c in self.completions))
 
 
 class ModelServer:
@@ -202,7 +202,7 @@ class ModelServer:
     ) -> Decoded:  # fmt: skip
         """Decode ``prompts`` for ``request.model`` (questions feed a plugin's assistant)."""
         plugin = self._resolve(request.model)
-        token_prompts = [self._encode(prompt, len(prompts) > 1) for prompt in prompts]
+        token_prompts = [self._encode(prompt) for prompt in prompts]
         if max_tokens is None:
             extra = 0 if plugin is None else plugin.settings.num_latents + 2
             longest = max(len(ids) for ids in token_prompts) + extra
@@ -233,7 +233,7 @@ class ModelServer:
         self.metrics.completion_tokens.labels(request.model).inc(counts["completion_tokens"])
         return decoded
 
-    def _encode(self, prompt: str, many: bool) -> list[int]:
+    def _encode(self, prompt: str) -> list[int]:
         ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
         if not ids:
             raise OpenAIError(400, "the prompt is empty", param="prompt")
@@ -242,7 +242,7 @@ class ModelServer:
                 400,
                 f"the prompt has {len(ids)} tokens, more than this server's limit of "
                 f"{self.max_prompt_tokens}",
-                param="prompt" if not many else "prompt[]",
+                param="prompt",
             )
         return ids
 
@@ -349,20 +349,28 @@ def chat_prompt(messages: Sequence[ChatMessage], tokenizer, template: str) -> tu
 
 
 def text_pieces(tokenizer, completion: Completion) -> list[str]:
-    """``completion.text`` cut into one piece per generated token, for streaming.
+    """``completion.text`` cut into about one piece per generated token, for streaming.
 
-    A token that ends inside a multi-byte character (or a stop string) adds nothing until
-    the text it completes is known; the pieces always join to exactly ``completion.text``.
+    Tokens are decoded incrementally over a short window, as vLLM's detokenizer does
+    (linear in the length, not quadratic): a token that ends inside a multi-byte character
+    adds nothing until the character is complete. The pieces are slices of
+    ``completion.text`` itself, so they always join to exactly it, stop strings cut.
     """
-    text, pieces, sent = completion.text, [], 0
-    for count in range(1, len(completion.token_ids) + 1):
-        decoded = tokenizer.decode(completion.token_ids[:count], skip_special_tokens=True)
-        if not text.startswith(decoded) and len(decoded) <= len(text):
-            continue  # an incomplete character: wait for the next token
-        end = min(len(decoded), len(text))
-        if end > sent:
-            pieces.append(text[sent:end])
-            sent = end
+    text, ids = completion.text, completion.token_ids
+    pieces: list[str] = []
+    streamed = 0  # characters of the decoded output seen so far
+    sent = 0  # characters of ``text`` sent
+    prefix, read = 0, 0  # the window: ids[prefix:read] are decoded, ids[read:] are new
+    for end in range(1, len(ids) + 1):
+        before = tokenizer.decode(ids[prefix:read], skip_special_tokens=True)
+        after = tokenizer.decode(ids[prefix:end], skip_special_tokens=True)
+        if len(after) <= len(before) or after.endswith("\ufffd"):
+            continue  # nothing new yet, or an incomplete character
+        streamed += len(after) - len(before)
+        prefix, read = read, end
+        if min(streamed, len(text)) > sent:
+            pieces.append(text[sent : min(streamed, len(text))])
+            sent = min(streamed, len(text))
     if sent < len(text):
         pieces.append(text[sent:])
     return pieces
