@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from latentrl.config import ServeConfig
+from latentrl.config import ConfigError, ServeConfig
 from latentrl.models.latent_plugin import LatentPlugin
 from latentrl.rollout import Completion, RequestOutput, RolloutError, make_engine
 from latentrl.serve.batcher import Job, MicroBatcher
@@ -113,7 +113,11 @@ class ModelServer:
         )
         self.created = now()
         for name, path in cfg.plugins.items():
-            self.load_plugin(name, path)
+            try:
+                self.load_plugin(name, path)
+            except OpenAIError as err:
+                self.close()
+                raise ConfigError(f"plugins.{name}: {err.message}") from None
 
     def close(self) -> None:
         self.batcher.close()

@@ -84,3 +84,15 @@ def test_serve_config_refuses_bad_plugin_names_and_templates():
 def test_cli_refuses_a_plugin_flag_without_a_path(capsys):
     assert cli_main(["serve", "--model", "m", "--plugin", "tiny"]) == 2
     assert "--plugin 'tiny': expected NAME=PATH" in capsys.readouterr().err
+
+
+def test_a_plugin_that_cannot_load_stops_the_server_before_it_listens(
+    tiny_model_dir, tmp_path, capsys
+):
+    argv = ["serve", "--model", str(tiny_model_dir), "--plugin", f"broken={tmp_path}",
+            "rollout.backend=hf"]  # fmt: skip
+    assert cli_main(argv) == 2
+    assert (
+        f"plugins.broken: cannot load plugin 'broken': {tmp_path} is not a latent plugin: "
+        "latent_plugin.json is missing" in capsys.readouterr().err
+    )
