@@ -21,6 +21,11 @@ Choices, and why (a model trained for minutes on one CPU core must visibly learn
   list on every platform and a larger ``num_examples`` extends it; the level of row i is
   ``levels[i % len(levels)]`` (levels are balanced).
 
+Rows also carry the per-patch labels (``patch_shapes``, ``patch_colours``) and a worked
+``thought`` in words: the objects the answer is read from, then the answer
+(``"blue square 0 1. blue circle 2 2. so 2"``), what a language model can be taught to
+read in its latent slot, as DLR's main model reads worked steps.
+
 Load options: ``levels=(1, 2, 3)``, ``num_examples`` (train 20,000, test 600),
 ``seed=0``, ``grid=4``, ``cell=8``, ``min_shapes=2``, ``max_shapes=5``.
 
@@ -96,6 +101,15 @@ def patch_labels(scene: Sequence[Shape], grid: int) -> tuple[list[int], list[int
     return shapes, colours
 
 
+def describe_scene(scene: Sequence[Shape]) -> str:
+    """Objects in words, row by row: ``"red circle 0 1. blue square 2 3."`` (row, column)."""
+    return " ".join(f"{o.colour} {o.shape} {o.row} {o.col}." for o in scene) or "none."
+
+
+QA = tuple[str, str, list[Shape]]
+"""A question, its answer, and the objects the answer is read from (its worked thought)."""
+
+
 def _unique(scene: Sequence[Shape], **attrs: str) -> Shape | None:
     found = [o for o in scene if all(getattr(o, k) == v for k, v in attrs.items())]
     return found[0] if len(found) == 1 else None
@@ -105,16 +119,16 @@ def _plural(shape: str) -> str:
     return f"{shape}s"
 
 
-def level1(scene: Sequence[Shape], rng: random.Random) -> tuple[str, str] | None:
+def level1(scene: Sequence[Shape], rng: random.Random) -> QA | None:
     kind = rng.choice(("colour", "shape", "exists"))
     if kind == "colour":
         shape = rng.choice(SHAPES)
         obj = _unique(scene, shape=shape)
-        return (f"what colour is the {shape}?", obj.colour) if obj else None
+        return (f"what colour is the {shape}?", obj.colour, [obj]) if obj else None
     if kind == "shape":
         colour = rng.choice(list(COLOURS))
         obj = _unique(scene, colour=colour)
-        return (f"what shape is the {colour} object?", obj.shape) if obj else None
+        return (f"what shape is the {colour} object?", obj.shape, [obj]) if obj else None
     present = {(o.colour, o.shape) for o in scene}
     if rng.random() < 0.5:
         colour, shape = rng.choice(sorted(present))
@@ -122,22 +136,30 @@ def level1(scene: Sequence[Shape], rng: random.Random) -> tuple[str, str] | None
         absent = [(c, s) for c in COLOURS for s in SHAPES if (c, s) not in present]
         colour, shape = rng.choice(absent)
     answer = "yes" if (colour, shape) in present else "no"
-    return f"is there a {colour} {shape}?", answer
+    matches = [o for o in scene if (o.colour, o.shape) == (colour, shape)]
+    return f"is there a {colour} {shape}?", answer, matches
 
 
-def level2(scene: Sequence[Shape], rng: random.Random) -> tuple[str, str] | None:
+def _count(question: str, counted: list[Shape]) -> QA:
+    return question, str(len(counted)), counted
+
+
+def level2(scene: Sequence[Shape], rng: random.Random) -> QA | None:
     kind = rng.choice(("colour", "shape", "all"))
     if kind == "colour":
         colour = rng.choice(list(COLOURS))
-        count = sum(o.colour == colour for o in scene)
-        return f"how many {colour} shapes are there?", str(count)
+        return _count(
+            f"how many {colour} shapes are there?", [o for o in scene if o.colour == colour]
+        )
     if kind == "shape":
         shape = rng.choice(SHAPES)
-        return f"how many {_plural(shape)} are there?", str(sum(o.shape == shape for o in scene))
-    return "how many shapes are there?", str(len(scene))
+        return _count(
+            f"how many {_plural(shape)} are there?", [o for o in scene if o.shape == shape]
+        )
+    return _count("how many shapes are there?", list(scene))
 
 
-def level3(scene: Sequence[Shape], rng: random.Random) -> tuple[str, str] | None:
+def level3(scene: Sequence[Shape], rng: random.Random) -> QA | None:
     ref = rng.choice(scene)
     if _unique(scene, colour=ref.colour, shape=ref.shape) is None:
         return None
@@ -146,9 +168,9 @@ def level3(scene: Sequence[Shape], rng: random.Random) -> tuple[str, str] | None
     name = f"the {ref.colour} {ref.shape}"
     if rng.random() < 0.25:  # two steps: a relation, then a colour filter
         colour = rng.choice(list(COLOURS))
-        count = sum(o.colour == colour for o in others)
-        return f"how many {colour} shapes are {relation} {name}?", str(count)
-    return f"how many shapes are {relation} {name}?", str(len(others))
+        question = f"how many {colour} shapes are {relation} {name}?"
+        return _count(question, [o for o in others if o.colour == colour])
+    return _count(f"how many shapes are {relation} {name}?", others)
 
 
 LEVELS = {1: level1, 2: level2, 3: level3}
@@ -187,6 +209,7 @@ def shapes_vqa_source(
             "level": level,
             "patch_shapes": shapes,
             "patch_colours": colours,
+            "thought": f"{describe_scene(qa[2])} so {qa[1]}",
         }
 
 

@@ -105,14 +105,22 @@ def slot_prompt(embed: nn.Module, row: EncodedRow, slot: torch.Tensor) -> torch.
 
 @torch.no_grad()
 def plugin_prompts(
-    plugin: nn.Module,
+    plugin: nn.Module | None,
     embed: nn.Module,
     encoded: Sequence[EncodedRow],
     visual_tokens: torch.Tensor,
     pad_id: int,
     batch_size: int = 256,
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Every row's ``prompt_embeds`` and the LQ-Former iterations it used [R]."""
+    """Every row's ``prompt_embeds`` and the LQ-Former iterations it used [R].
+
+    Without a plugin the slot stays empty: the language model answers from the question
+    alone (the question-only baseline)."""
+    if plugin is None:
+        empty = torch.zeros(0, embed.weight.shape[1])
+        with torch.no_grad():
+            prompts = [slot_prompt(embed, row, empty) for row in encoded]
+        return prompts, torch.zeros(len(encoded), dtype=torch.long)
     prompts, iterations = [], []
     for start in range(0, len(encoded), batch_size):
         chunk = encoded[start : start + batch_size]
@@ -155,7 +163,7 @@ def evaluate_vqa(
     engine: RolloutEngine,
     tokenizer,
     embed: nn.Module,
-    plugin: nn.Module,
+    plugin: nn.Module | None,
     rows: Sequence[Mapping],
     encoded: Sequence[EncodedRow],
     visual_tokens: torch.Tensor,
@@ -184,15 +192,16 @@ def evaluate_vqa(
     return result, samples
 
 
-def format_table(result: Mapping[str, float], baseline: Mapping[str, float]) -> str:
-    """A small text table: accuracy and the majority baseline, overall and per level."""
-    lines = [f"{'':<14}{'accuracy':>10}{'majority':>10}"]
+def format_table(result: Mapping[str, float], baselines: Mapping[str, float]) -> str:
+    """Accuracy next to the baselines (keys ``majority_accuracy...`` and, when measured,
+    ``question_only_accuracy...``), overall and per level."""
+    columns = [name for name in ("majority", "question_only") if f"{name}_accuracy" in baselines]
+    lines = [f"{'':<14}{'accuracy':>10}" + "".join(f"{name:>15}" for name in columns)]
     for key, value in result.items():
         if key.startswith("accuracy"):
             label = key.replace("accuracy_level_", "level ").replace("accuracy", "all")
-            lines.append(
-                f"{label:<14}{value:>10.1%}{baseline.get('majority_' + key, float('nan')):>10.1%}"
-            )
+            cells = "".join(f"{baselines[f'{name}_{key}']:>15.1%}" for name in columns)
+            lines.append(f"{label:<14}{value:>10.1%}{cells}")
     lines.append(f"{'iterations':<14}{result['mean_iterations']:>10.2f}")
     return "\n".join(lines)
 

@@ -214,6 +214,10 @@ class CoCoVaPlugin(nn.Module):
         self.visual_in = nn.Linear(config.visual_dim, s.width)
         self.text_in = nn.Linear(config.lm_hidden_size, s.width)
         self.lqformer = LQFormer(s)
+        # As BLIP-2 normalises its Q-Former's output: while the gate is nearly closed the
+        # image-dependent part of z_K is small next to the shared queries, and the norm
+        # keeps it from vanishing under the projector's bias.
+        self.output_norm = nn.LayerNorm(s.width)
         self.projector = Projector(s.width, config.lm_hidden_size, s.projector, config.target_rms)
         self.contrast = CrossModalContrast(
             s.width, config.visual_dim, config.lm_hidden_size, s.contrast_dim
@@ -230,9 +234,8 @@ class CoCoVaPlugin(nn.Module):
             no_steps = torch.zeros(visual.shape[0], dtype=torch.long, device=visual.device)
             return PluginOutput(self.projector(visual), None, no_steps, [])
         thoughts = self.lqformer(self.visual_in(visual), self.text_in(text_embeds), text_pad)
-        return PluginOutput(
-            self.projector(thoughts.latents), thoughts.latents, thoughts.iterations, thoughts.kept
-        )
+        embeds = self.projector(self.output_norm(thoughts.latents))
+        return PluginOutput(embeds, thoughts.latents, thoughts.iterations, thoughts.kept)
 
     # ---- saving and loading ----------------------------------------------------------------
 

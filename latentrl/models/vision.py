@@ -7,7 +7,7 @@ default.
 
 No weights can be downloaded here, so :func:`pretrained_tiny_vit` builds a small ViT from
 a config and pre-trains it for seconds on ``shapes_vqa`` scenes to predict each patch's
-shape and colour (the grid cell is one patch), then caches the folder like
+shape, colour, row and column (the grid cell is one patch), then caches the folder like
 :func:`latentrl.models.tiny.pretrained_tiny_model`. :func:`pretrained_vqa_language_model`
 does the same for a tiny language model that has read the task's questions and answers
 (without the images: it knows the answer vocabulary and priors, nothing about a scene).
@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 # Bump when the way tiny vision models (or VQA language models) are built changes.
 TINY_VISION_FORMAT_VERSION = 1
+PATCH_TARGETS = ("shape", "colour", "row", "col")
+"""What the tiny ViT learns to name for each patch."""
 
 
 class VisionEncoder(nn.Module):
@@ -135,7 +137,8 @@ def pretrained_tiny_vit(
     cache_dir: str | Path | None = None,
     progress: bool = True,
 ) -> Path:
-    """Folder of a tiny ViT pre-trained to name each patch's shape and colour (cached)."""
+    """Folder of a tiny ViT pre-trained to name each patch's shape, colour, row and column
+    (cached)."""
     from latentrl.tasks.shapes_vqa import COLOURS, SHAPES
     from latentrl.tasks.vqa import get_vqa_task
 
@@ -159,16 +162,23 @@ def pretrained_tiny_vit(
             image_std=[0.5] * 3,
         )
         model = ViTModel(config, add_pooling_layer=False)
+        side = cfg.image_size // cfg.patch_size
         heads = nn.ModuleDict(
             {
                 "shape": nn.Linear(cfg.hidden_size, len(SHAPES) + 1),
                 "colour": nn.Linear(cfg.hidden_size, len(COLOURS) + 1),
+                # Row and column too: relations need positions the attribute heads don't.
+                "row": nn.Linear(cfg.hidden_size, side),
+                "col": nn.Linear(cfg.hidden_size, side),
             }
         )
         pixels = processor(images=[r["image"] for r in rows], return_tensors="pt")["pixel_values"]
+        cells = torch.arange(side * side).expand(len(rows), -1)
         labels = {
             "shape": torch.tensor([r["patch_shapes"] for r in rows]),
             "colour": torch.tensor([r["patch_colours"] for r in rows]),
+            "row": cells // side,
+            "col": cells % side,
         }
         params = [*model.parameters(), *heads.parameters()]
         optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate)
@@ -196,18 +206,21 @@ def pretrained_tiny_vit(
         return {"final_patch_accuracy": round(accuracy, 4)}
 
     return _cached_build(
-        "vit-shapes", {"vit": asdict(cfg), "task_options": task_options}, build, cache_dir
+        "vit-shapes",
+        {"vit": asdict(cfg), "task_options": task_options, "targets": PATCH_TARGETS},
+        build,
+        cache_dir,
     )
 
 
-def vqa_prompt(question_prompt: str, answer_cue: str) -> str:
-    """A task prompt with an empty latent slot before its answer cue (what the LM is taught)."""
+def vqa_prompt(question_prompt: str, answer_cue: str, slot_text: str = "") -> str:
+    """A task prompt with the latent slot (holding ``slot_text``) before its answer cue."""
     prefix = (
         question_prompt[: -len(answer_cue)]
         if question_prompt.endswith(answer_cue)
         else question_prompt
     )
-    return f"{prefix}{LATENT_START_TOKEN}{LATENT_END_TOKEN}{answer_cue}"
+    return f"{prefix}{LATENT_START_TOKEN}{slot_text}{LATENT_END_TOKEN}{answer_cue}"
 
 
 def pretrained_vqa_language_model(
@@ -217,10 +230,17 @@ def pretrained_vqa_language_model(
     pretrain_cfg: PretrainConfig | None = None,
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    thought_rate: float = 0.0,
 ) -> Path:
-    """A tiny causal LM taught ``prompt <|latent_start|><|latent_end|>Answer: answer``
-    on a VQA task's text alone (cached). It learns the answer vocabulary and the
-    question-only prior; what the image shows can only reach it through the latent slot."""
+    """A tiny causal LM taught ``prompt <|latent_start|>...<|latent_end|>Answer: answer``
+    on a VQA task's text (cached); it never sees an image.
+
+    With ``thought_rate`` 0 the slot is always empty: the LM learns the answer vocabulary
+    and the question-only prior, and then ignores the slot (measured: random vectors there
+    leave its loss unchanged, so no gradient reaches a plugin). Above 0, that fraction of
+    examples holds the row's worked ``thought`` in the slot (``shapes_vqa`` rows have one),
+    so the LM learns to read the slot, as DLR's thought-literate main model does; what the
+    image shows still reaches it only through the slot."""
     from latentrl.tasks.vqa import get_vqa_task
 
     task_options = dict(task_options or {})
@@ -231,8 +251,14 @@ def pretrained_vqa_language_model(
         rows = get_vqa_task(task_name).load(
             "train", limit=pretrain_cfg.num_examples, **task_options
         )
+        generator = torch.Generator().manual_seed(pretrain_cfg.seed)
+        shown = (torch.rand(len(rows), generator=generator) < thought_rate).tolist()
         examples = [
-            (vqa_prompt(r["prompt"], pretrain_cfg.answer_cue), " " + r["answer"]) for r in rows
+            (
+                vqa_prompt(r["prompt"], pretrain_cfg.answer_cue, r["thought"] if show else ""),
+                " " + r["answer"],
+            )
+            for r, show in zip(rows, shown, strict=True)
         ]
         tokenizer = train_tokenizer((p + t for p, t in examples), model_cfg.vocab_size)
         model = build_tiny_model(tokenizer, model_cfg)
@@ -246,5 +272,6 @@ def pretrained_vqa_language_model(
         "task_options": task_options,
         "model": asdict(model_cfg),
         "pretrain": asdict(pretrain_cfg),
+        "thought_rate": thought_rate,
     }
     return _cached_build(f"lm-{task_name}", settings, build, cache_dir)

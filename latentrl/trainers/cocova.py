@@ -61,7 +61,7 @@ from latentrl.eval.vqa import (
     pad_ids,
     question_embeds,
 )
-from latentrl.io import write_json
+from latentrl.io import write_json, write_jsonl
 from latentrl.losses.cocova import NoiseSchedule, diffusion_loss
 from latentrl.models.latent_plugin import embedding_rms
 from latentrl.models.qformer import CoCoVaPlugin, CoCoVaPluginConfig, LQFormerSettings, pooled
@@ -111,6 +111,9 @@ class CoCoVaConfig:
     tiny_lm_pretrain: PretrainConfig = field(
         default_factory=lambda: PretrainConfig(steps=300, num_examples=20000)
     )
+    tiny_lm_thought_rate: float = 0.0
+    """``language_model: tiny``: fraction of its pre-training examples that show the row's
+    worked thought in the latent slot (0: it never learns to read the slot)."""
     tiny_vit: TinyViTConfig = field(default_factory=TinyViTConfig)
     task: TaskConfig = field(default_factory=lambda: TaskConfig(name="shapes_vqa"))
     plugin: LQFormerSettings = field(default_factory=LQFormerSettings)
@@ -157,6 +160,8 @@ class CoCoVaConfig:
             self, "time_budget_s", "warmup_steps", "weight_decay", "answer_weight",
             "infonce_weight", "diffusion_weight", "eval_every", "checkpoint_every",
         )  # fmt: skip
+        if not 0.0 <= self.tiny_lm_thought_rate <= 1.0:
+            raise ValueError("tiny_lm_thought_rate: must be in [0, 1]")
         if self.batch_size < 2 and self.infonce_weight > 0:
             raise ValueError(
                 "batch_size: InfoNCE needs at least 2 rows a batch (or infonce_weight=0)"
@@ -185,7 +190,11 @@ class CoCoVaTrainer:
         if cfg.language_model == "tiny":
             cfg.language_model = str(
                 pretrained_vqa_language_model(
-                    cfg.task.name, cfg.task.options, cfg.tiny_lm, cfg.tiny_lm_pretrain
+                    cfg.task.name,
+                    cfg.task.options,
+                    cfg.tiny_lm,
+                    cfg.tiny_lm_pretrain,
+                    thought_rate=cfg.tiny_lm_thought_rate,
                 )
             )
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -351,7 +360,9 @@ class CoCoVaTrainer:
             self.metrics.log(self.step, metrics)
             bar.update(1)
             bar.set_postfix(
-                loss=f"{metrics['answer_loss']:.3f}", acc=f"{metrics['answer_accuracy']:.3f}"
+                loss=f"{metrics['answer_loss']:.3f}",
+                acc=f"{metrics['answer_accuracy']:.3f}",
+                refresh=False,  # redraw at the bar's own interval, not every step
             )
             if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                 self._save_checkpoint()
@@ -369,16 +380,17 @@ class CoCoVaTrainer:
         self.tokenizer.save_pretrained(folder)
         return str(folder)
 
-    def evaluate(self) -> tuple[dict[str, float], list[dict]]:
-        """Greedy answers on the held-out rows through the rollout engine."""
+    def evaluate(self, with_plugin: bool = True) -> tuple[dict[str, float], list[dict]]:
+        """Greedy answers on the held-out rows through the rollout engine; without the
+        plugin the latent slot is empty (the language model sees the question only)."""
         if self.engine is None or self.cfg.lm_mode == "lora":
             if self.engine is not None:
                 self.engine.close()
             self.engine = make_engine(self._decoding_model(), self.cfg.rollout)
         self.plugin.eval()
         return evaluate_vqa(
-            self.engine, self.tokenizer, self.embed, self.plugin, self.eval_rows,
-            self.eval_encoded, self.eval_visual, self.cfg.decode_max_tokens,
+            self.engine, self.tokenizer, self.embed, self.plugin if with_plugin else None,
+            self.eval_rows, self.eval_encoded, self.eval_visual, self.cfg.decode_max_tokens,
         )  # fmt: skip
 
     # ---- checkpoints ---------------------------------------------------------------------
@@ -445,10 +457,14 @@ def main(config_path: str | None, overrides: Sequence[str], resume: bool = False
     cfg = load_config(CoCoVaConfig, config_path, overrides)
     trainer = CoCoVaTrainer(cfg, resume=resume)
     trainer.setup()
+    question_only, _ = trainer.evaluate(with_plugin=False)
     trainer.train()
     result, samples = trainer.evaluate()
     trainer.cleanup()
     baseline = majority_table(trainer.eval_rows, trainer.majority)
+    baseline |= {
+        f"question_only_{k}": v for k, v in question_only.items() if k.startswith("accuracy")
+    }
     summary = {
         "architecture": cfg.plugin.architecture,
         "steps": trainer.step,
@@ -458,6 +474,7 @@ def main(config_path: str | None, overrides: Sequence[str], resume: bool = False
         "config": asdict(cfg),
     }
     write_json(trainer.run_dir / "summary.json", summary)
+    write_jsonl(trainer.run_dir / "samples.jsonl", samples)
     print(f"\nCoCoVa ({cfg.plugin.architecture}), {trainer.step} steps in {trainer.elapsed:.0f} s")
     print(format_table(result, baseline))
     print(f"plugin saved to {trainer.run_dir / 'plugin'}")

@@ -20,7 +20,7 @@ def tiny_vqa_models() -> dict[str, str]:
         "vision_encoder": str(pretrained_tiny_vit(TEST_VIT, progress=False)),
         "language_model": str(
             pretrained_vqa_language_model(
-                "shapes_vqa", {}, TEST_LM, TEST_LM_PRETRAIN, progress=False
+                "shapes_vqa", {}, TEST_LM, TEST_LM_PRETRAIN, progress=False, thought_rate=0.5
             )
         ),
     }

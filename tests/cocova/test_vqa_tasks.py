@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 
+import numpy as np
 import pytest
 import torch
 from latentrl.tasks.shapes_vqa import COLOURS, SHAPES
@@ -15,7 +16,7 @@ from latentrl.eval.vqa import encode_rows, majority_answers, majority_table
 
 
 def _pixels(image):
-    return torch.tensor(list(image.getdata()))
+    return torch.tensor(np.asarray(image))
 
 
 def test_shapes_vqa_is_deterministic_by_seed_and_balanced_by_level():
