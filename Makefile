@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/rollout_throughput.py
 	$(PY) benchmarks/dlr_step.py
 	$(PY) benchmarks/serve_latency.py
+	$(PY) benchmarks/dlr_vs_grpo.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -32,7 +32,7 @@ def test_grpo_trains_a_lora_adapter_that_peft_loads(tiny_model_dir, tmp_path):
     ("override", "message"),
     [
         ("num_generations=1", "num_generations: GRPO needs at least 2 completions per prompt"),
-        ("reward_weights=[1.0]", "reward_weights: 1 weights for 2 rewards"),
+        ("reward_weights=[1.0,0.5]", "reward_weights: 2 weights for 1 rewards"),
         ("beta=-1", "beta: must be >= 0, got -1.0"),
     ],
 )
