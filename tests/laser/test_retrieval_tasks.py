@@ -46,14 +46,15 @@ def test_beir_folder_loads_queries_corpus_qrels_and_reasoning(animals_dir):
     assert len(data.corpus) == 36
     assert data.qrels["q28"] == {"d28": 1}
     assert data.rationales == {
-        "q28": "Look for the cow.\n\nCheck that it is white.",
-        "q30": "Look for the cat.\n\nCheck that it is brown.",
-        "q32": "Look for the fox.\n\nCheck that it is brown.",
-        "q34": "Look for the cow.\n\nCheck that it is brown.",
+        "q28": "Find the puma.\n\nFind where it sleeps.",
+        "q30": "Find the toad.\n\nFind where it sleeps.",
+        "q32": "Find the wasp.\n\nFind where it sleeps.",
+        "q34": "Find the wren.\n\nFind where it sleeps.",
     }
+    assert data.corpus["d28"] == "The puma sleeps in the pond."
     assert data.limit(2).queries == {
-        "q28": "Which white cow is it?",
-        "q29": "Which white bee is it?",
+        "q28": "Where does the puma sleep?",
+        "q29": "Where does the seal sleep?",
     }
 
 
