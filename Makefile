@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/dlr_step.py
 	$(PY) benchmarks/serve_latency.py
 	$(PY) benchmarks/dlr_vs_grpo.py
+	$(PY) benchmarks/laser_latency.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -301,6 +301,8 @@ class LaSERTrainer:
                 folder / "trainer_state.json", {"step": self.step, "position": self.position}
             )
 
+        if not self.accelerator.is_main_process:
+            return self.run_dir
         return save_checkpoint(self.run_dir, self.step, write)
 
     def _load_checkpoint(self, folder: Path) -> None:
@@ -315,14 +317,15 @@ class LaSERTrainer:
         self.step, self.position = state["step"], state["position"]
 
     def cleanup(self) -> None:
-        """Save the retriever and the curves; close the trackers."""
-        self.retriever.save_pretrained(self.run_dir / "retriever")
-        plot_curves(
-            read_metrics(self.run_dir / "metrics.jsonl"),
-            CURVE_KEYS,
-            self.run_dir / "curves.png",
-            "LaSER training",
-        )
+        """Save the retriever and the curves (main process); close the trackers."""
+        if self.accelerator.is_main_process:
+            self.retriever.save_pretrained(self.run_dir / "retriever")
+            plot_curves(
+                read_metrics(self.run_dir / "metrics.jsonl"),
+                CURVE_KEYS,
+                self.run_dir / "curves.png",
+                "LaSER training",
+            )
         for tracker in self.accelerator.trackers:
             tracker.finish()
 
