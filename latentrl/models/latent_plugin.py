@@ -171,6 +171,16 @@ class LatentPlugin(nn.Module):
         log_std = low + (high - low) * torch.sigmoid(raw_log_std + self._log_std_offset)
         return LatentDistribution(mean, log_std, states.mean(dim=1))
 
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, z: torch.Tensor
+    ) -> tuple[LatentDistribution, torch.Tensor]:
+        """The policy for a batch of questions and the value of their latents z [B, G, N, d_z].
+
+        Training goes through here so that a DDP/FSDP wrapper sees every trainable use.
+        """
+        dist = self.distribution(input_ids, attention_mask)
+        return dist, self.value(dist.features, z)
+
     def value(self, features: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Predicted reward of latents z [B, G, N, d_z] for questions with features [B, h_a]."""
         batch, group = z.shape[:2]
@@ -198,8 +208,10 @@ class LatentPlugin(nn.Module):
         prompts = []
         for start in range(0, len(rows), batch_size):
             chunk = rows[start : start + batch_size]
-            dist = self.distribution(*self.encode_questions([row["question"] for row in chunk]))
-            latents = self.projector(dist.mean)  # [B, N, H]
+            device = self.latent_head.weight.device
+            encoded = self.encode_questions([row["question"] for row in chunk])
+            dist = self.distribution(*(t.to(device) for t in encoded))
+            latents = self.projector(dist.mean).to(embed_tokens.weight.device)  # [B, N, H]
             prompts += [
                 self.inject(embed_tokens, tokenizer, row["prompt"], vectors)
                 for row, vectors in zip(chunk, latents, strict=True)

@@ -84,6 +84,10 @@ class MetricsLog:
     def __init__(self, run_dir: Path, accelerator=None, resume_step: int | None = None) -> None:
         self.path = run_dir / "metrics.jsonl"
         self.accelerator = accelerator
+        # One writer: in multi-process runs the other processes only forward to trackers.
+        self.writes = accelerator is None or accelerator.is_main_process
+        if not self.writes:
+            return
         if resume_step is None:
             self.path.write_text("")
         else:
@@ -91,9 +95,10 @@ class MetricsLog:
             self.path.write_text("".join(json.dumps(row) + "\n" for row in kept))
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
-        row = {"step": step, **{k: _plain(v) for k, v in metrics.items()}}
-        with self.path.open("a") as handle:
-            handle.write(json.dumps(row) + "\n")
+        if self.writes:
+            row = {"step": step, **{k: _plain(v) for k, v in metrics.items()}}
+            with self.path.open("a") as handle:
+                handle.write(json.dumps(row) + "\n")
         if self.accelerator is not None:
             self.accelerator.log(metrics, step=step)
 

@@ -22,13 +22,15 @@ import hashlib
 import json
 import math
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, DistributedDataParallelKwargs
+from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -81,10 +83,11 @@ class Rollout(NamedTuple):
 
 
 def select_for_decoding(
-    values: torch.Tensor, k: int, explore: int, generator: torch.Generator
+    values: torch.Tensor, k: int, explore: int, uniforms: torch.Tensor
 ) -> torch.Tensor:
     """Indices [Q, K] of the samples to decode: the top K - explore by predicted value,
-    then ``explore`` drawn uniformly from the rest. With K = G, every sample."""
+    then ``explore`` of the rest chosen by ``uniforms`` [Q, G] (uniform noise, so drawn at
+    random). With K = G, every sample."""
     num_questions, group = values.shape
     if k == group:
         return torch.arange(group).expand(num_questions, group)
@@ -93,7 +96,7 @@ def select_for_decoding(
     if explore == 0:
         return best
     rest = order[:, k - explore :]
-    picks = torch.rand(rest.shape, generator=generator).argsort(dim=1)[:, :explore]
+    picks = uniforms[:, : rest.shape[1]].argsort(dim=1)[:, :explore]
     return torch.cat([best, rest.gather(1, picks)], dim=1)
 
 
@@ -124,7 +127,15 @@ class DLRTrainer:
             mixed_precision="no" if cfg.mixed_precision == "none" else cfg.mixed_precision,
             log_with=cfg.report_to or None,
             project_dir=str(self.run_dir),
+            # The projector gets no gradient from the RL losses (only the warm start uses it).
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
         )
+        processes = self.accelerator.num_processes
+        if cfg.questions_per_step % processes:
+            raise ConfigError(
+                f"questions_per_step: {cfg.questions_per_step} questions can't be split "
+                f"evenly over {processes} processes"
+            )
         self.run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, self.run_dir / "config.yaml")
         torch.manual_seed(cfg.seed)
@@ -244,13 +255,41 @@ class DLRTrainer:
     def policy(self) -> LatentPlugin:
         return self.accelerator.unwrap_model(self.plugin)
 
+    def _share(self, count: int) -> slice:
+        """This process's contiguous share of a step's ``count`` questions."""
+        size = count // self.accelerator.num_processes
+        start = self.accelerator.process_index * size
+        return slice(start, start + size)
+
+    def _gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Concatenate every process's tensor along dim 0 (in process order)."""
+        return self.accelerator.gather(tensor.to(self.accelerator.device)).cpu()
+
+    def _gather_with_grad(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Like :meth:`_gather`, keeping the graph: each process's share gets the gradient
+        of every process's copy of the loss (summed), which DDP's averaging then undoes."""
+        if self.accelerator.num_processes == 1:
+            return tensor
+        # The public autograd all-gather; torch suggests a private replacement, so its
+        # deprecation notice is silenced rather than followed.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            return torch.cat(torch.distributed.nn.functional.all_gather(tensor))
+
+    def _mean_over_processes(self, stats: dict[str, float]) -> dict[str, float]:
+        if self.accelerator.num_processes == 1 or not stats:
+            return stats
+        values = torch.tensor(list(stats.values()), device=self.accelerator.device)
+        means = self.accelerator.reduce(values, "mean").tolist()
+        return dict(zip(stats, means, strict=True))
+
     def _prompt_embeds(self, rows: Sequence[dict], latents: torch.Tensor) -> list[torch.Tensor]:
         """Main-model inputs for rows [Q] and projected latents [Q, K, N, H] -> Q*K tensors."""
         embed = self.main_model.get_input_embeddings()
         with torch.no_grad():
             return [
                 self.policy.inject(embed, self.tokenizer, row["prompt"], vectors)
-                for row, group in zip(rows, latents, strict=True)
+                for row, group in zip(rows, latents.to(embed.weight.device), strict=True)
                 for vectors in group
             ]
 
@@ -336,15 +375,27 @@ class DLRTrainer:
 
     @torch.no_grad()
     def _rollout(self, rows: list[dict]) -> Rollout:
+        """Sample, select, decode and score this process's share of a step's questions."""
         cfg, policy = self.cfg, self.policy
         started = time.perf_counter()
-        input_ids, mask = policy.encode_questions([r["question"] for r in rows])
-        dist = policy.distribution(input_ids, mask)
-        shape = (len(rows), cfg.group_size, *dist.mean.shape[1:])
+        # Every process draws the noise of the whole step and keeps its share, so the random
+        # streams, and a resumed run, do not depend on the number of processes.
+        settings = cfg.plugin
+        shape = (len(rows), cfg.group_size, settings.num_latents, settings.latent_dim)
         eps = torch.randn(shape, generator=self.sample_generator)  # [Q, G, N, d_z]
+        uniforms = torch.rand(shape[:2], generator=self.sample_generator)
+        share = self._share(len(rows))
+        rows, eps, uniforms = rows[share], eps[share], uniforms[share]
+
+        device = self.accelerator.device
+        input_ids, mask = (
+            t.to(device) for t in policy.encode_questions([r["question"] for r in rows])
+        )
+        dist = policy.distribution(input_ids, mask)
+        eps = eps.to(device)
         z = dist.mean[:, None] + dist.log_std.exp()[:, None] * eps
         values = policy.value(dist.features, z)  # [Q, G]
-        chosen = select_for_decoding(values, cfg.decode_k, cfg.explore, self.sample_generator)
+        chosen = select_for_decoding(values, cfg.decode_k, cfg.explore, uniforms).to(device)
         index = chosen[:, :, None, None].expand(-1, -1, *z.shape[2:])
         z, eps = z.gather(1, index), eps.gather(1, index)  # [Q, K, N, d_z]
         logp_old = gaussian_log_prob(
@@ -382,9 +433,9 @@ class DLRTrainer:
         # failure there (it is also excluded from advantages and counted in `unjudged`).
         contrast_rewards = rollout.rewards.nan_to_num(0.0)
         stats: dict[str, float] = {}
+        contrast_rewards = self._gather(contrast_rewards)
         for _ in range(cfg.ppo_epochs):
-            policy = self.policy
-            dist = policy.distribution(rollout.input_ids, rollout.attention_mask)
+            dist, predicted = self.plugin(rollout.input_ids, rollout.attention_mask, rollout.z)
             mean, log_std = dist.mean[:, None], dist.log_std[:, None]  # [Q, 1, N, d_z]
             logp = gaussian_log_prob(rollout.z, mean, log_std, event_dims=2)  # [Q, K]
             kl = None
@@ -403,11 +454,11 @@ class DLRTrainer:
             )
             if self.contrastive is not None:
                 # The same noise through the current policy: gradients reach mean and std.
-                z_now = mean + log_std.exp() * rollout.eps
-                contrast, contrast_stats = self.contrastive(z_now.flatten(2), contrast_rewards)
+                # Negatives come from every process's questions, as in one process.
+                z_now = self._gather_with_grad((mean + log_std.exp() * rollout.eps).flatten(2))
+                contrast, contrast_stats = self.contrastive(z_now, contrast_rewards)
                 loss = loss + cfg.contrastive_weight * contrast
                 stats.update(contrast_stats)
-            predicted = policy.value(dist.features, rollout.z)
             v_loss, v_stats = value_loss(predicted[judged], rollout.rewards[judged])
             loss = loss + cfg.value_coef * v_loss
             stats.update(v_stats)
@@ -419,7 +470,7 @@ class DLRTrainer:
             self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         stats["latent_std"] = dist.log_std.exp().mean().item()
-        return stats
+        return self._mean_over_processes(stats)
 
     def train(self) -> None:
         cfg = self.cfg
@@ -437,17 +488,19 @@ class DLRTrainer:
             stats = self._update(rollout)
             update_time = time.perf_counter() - updating
             self.step += 1
-            rewards = rollout.rewards
+            # Metrics over the whole step's questions, from every process.
+            rewards = self._gather(rollout.rewards)
+            tokens = self._gather(torch.tensor([rollout.tokens_decoded])).sum().item()
             group_std = rewards.nan_to_num(0.0).std(dim=1, unbiased=False)
             metrics = {
                 "reward_mean": rewards.nanmean().item(),
                 "reward_std": rewards[~rewards.isnan()].std(unbiased=False).item(),
-                "accuracy": rollout.correct.nanmean().item(),
-                "format_rate": rollout.formatted.nanmean().item(),
+                "accuracy": self._gather(rollout.correct).nanmean().item(),
+                "format_rate": self._gather(rollout.formatted).nanmean().item(),
                 "zero_std_groups": (group_std == 0).float().mean().item(),
                 "unjudged": int(rewards.isnan().sum()),
                 "decodes_saved": 1 - cfg.decode_k / cfg.group_size,
-                "main_tokens_decoded": rollout.tokens_decoded,
+                "main_tokens_decoded": tokens,
                 "lr": self.scheduler.get_last_lr()[0],
                 **rollout.seconds,
                 "update_time": update_time,
@@ -469,19 +522,29 @@ class DLRTrainer:
 
     @torch.no_grad()
     def evaluate(self, with_plugin: bool) -> dict[str, float]:
-        """Greedy accuracy on the held-out rows, with the plugin's mean latents or without."""
+        """Greedy accuracy on the held-out rows, with the plugin's mean latents or without.
+        Each process decodes every num_processes-th row; all get the same numbers."""
         rows = list(self.eval_rows)
+        mine = list(
+            range(self.accelerator.process_index, len(rows), self.accelerator.num_processes)
+        )
         if with_plugin:
             embed = self.main_model.get_input_embeddings()
-            prompts = self.policy.mean_latent_prompts(embed, self.tokenizer, rows)
+            prompts = self.policy.mean_latent_prompts(
+                embed, self.tokenizer, [rows[i] for i in mine]
+            )
         else:
             prompts = [
-                self.tokenizer(r["prompt"], add_special_tokens=False)["input_ids"] for r in rows
+                self.tokenizer(rows[i]["prompt"], add_special_tokens=False)["input_ids"]
+                for i in mine
             ]
         outputs = self.engine.generate(
             prompts, SamplingParams(temperature=0.0, max_tokens=self.cfg.decode_max_tokens)
         )
-        _, correct, formatted = self._score(rows, [o.completions[0].text for o in outputs], 1)
+        texts = dict(
+            gather_object([(i, o.completions[0].text) for i, o in zip(mine, outputs, strict=True)])
+        )
+        _, correct, formatted = self._score(rows, [texts[i] for i in range(len(rows))], 1)
         return {"accuracy": correct.nanmean().item(), "format_rate": formatted.nanmean().item()}
 
     def _evaluate_and_keep_best(self) -> dict[str, float]:
@@ -568,6 +631,8 @@ def main(config_path: str | None, overrides: Sequence[str], resume: bool = False
     trainer.train()
     results["RL-trained plugin"] = trainer.evaluate(with_plugin=True)
     trainer.cleanup()
+    if not trainer.accelerator.is_main_process:
+        return 0
     write_json(trainer.run_dir / "summary.json", {"steps": trainer.step, **results})
     print(f"\n{'':<22}{'accuracy':>10}{'format':>10}")
     for name, result in results.items():
