@@ -84,7 +84,9 @@ class LaSERRetriever(torch.nn.Module):
                 r=settings.lora_rank, lora_alpha=settings.lora_alpha, target_modules="all-linear"
             )
             model = get_peft_model(model, lora)
-        return cls(model, AutoTokenizer.from_pretrained(backbone), settings, str(backbone))
+        # A local folder is recorded absolute, so the saved retriever loads from anywhere.
+        where = str(Path(backbone).resolve()) if Path(backbone).is_dir() else str(backbone)
+        return cls(model, AutoTokenizer.from_pretrained(backbone), settings, where)
 
     def save_pretrained(self, folder: str | Path) -> None:
         """Adapter (or whole model), tokenizer and settings; the folder appears atomically."""
