@@ -68,8 +68,12 @@ class VQATask:
         """The first ``limit`` rows of ``split`` (all when None), checked one by one."""
         if split not in self.splits:
             raise ValueError(f"task {self.name!r}: unknown split {split!r}; splits: {self.splits}")
+        try:
+            source = self.source(split, **options)
+        except TypeError as err:  # an unknown or missing option: say which task it was for
+            raise ValueError(f"task {self.name!r}: bad load options: {err}") from None
         rows = []
-        for index, row in enumerate(itertools.islice(self.source(split, **options), limit)):
+        for index, row in enumerate(itertools.islice(source, limit)):
             where = row.get("where", f"task {self.name!r} {split}[{index}]")
             question, answer = row.get("question"), row.get("answer")
             if not isinstance(question, str) or not question.strip():

@@ -94,6 +94,8 @@ def test_scenes_draw_each_shape_in_its_cell():
 def test_shapes_vqa_rejects_unknown_levels():
     with pytest.raises(ValueError, match="levels must be a non-empty list of 1, 2, 3"):
         get_vqa_task("shapes_vqa").load("train", limit=1, levels=[4])
+    with pytest.raises(ValueError, match="task 'shapes_vqa': bad load options: .*'colours'"):
+        get_vqa_task("shapes_vqa").load("train", limit=1, colours=3)
 
 
 def test_answers_match_after_normalisation():
