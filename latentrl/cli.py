@@ -223,14 +223,17 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _list_tasks() -> int:
     from latentrl.tasks import list_tasks
+    from latentrl.tasks.vqa import list_vqa_tasks
 
-    tasks = list_tasks()
-    width = max(len(task.name) for task in tasks)
+    tasks, image_tasks = list_tasks(), list_vqa_tasks()
+    width = max(len(task.name) for task in [*tasks, *image_tasks])
     for task in tasks:
         rewards = ", ".join(task.default_rewards)
         print(
             f"{task.name:<{width}}  {task.description}  [rewards: {rewards}; metric: {task.metric}]"
         )
+    for task in image_tasks:
+        print(f"{task.name:<{width}}  {task.description}  [image QA; metric: VQA accuracy]")
     return 0
 
 

@@ -183,6 +183,10 @@ def _registry() -> dict[str, VQATask]:
     return {task.name: task for task in (shapes_vqa.TASK, image_qa)}
 
 
+def list_vqa_tasks() -> list[VQATask]:
+    return list(_registry().values())
+
+
 def get_vqa_task(name: str) -> VQATask:
     tasks = _registry()
     if name not in tasks:

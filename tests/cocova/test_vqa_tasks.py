@@ -183,3 +183,11 @@ def test_majority_baseline_per_level():
         "majority_accuracy_level_1": 0.5,
         "majority_accuracy_level_2": 1.0,
     }
+
+
+def test_latentrl_tasks_lists_the_image_tasks(capsys):
+    from latentrl.cli import main
+
+    assert main(["tasks"]) == 0
+    listing = capsys.readouterr().out
+    assert "shapes_vqa" in listing and "image_qa" in listing and "image QA" in listing
