@@ -1,0 +1,75 @@
+"""DLR step time and samples/s with 1 vs 2 processes (``accelerate launch``), one run.
+
+Both runs train the same global batch (64 questions x G latents a step) on the demo's tiny
+main model; with 2 processes each decodes and updates on half of it. Prints the mean of
+steps 2..N for each process count and the ratio 2 / 1.
+
+    python benchmarks/scaling.py [--steps 6] [--backend hf|vllm]
+
+On a GPU machine, launch the real-size setting the same way (README, "Scaling out").
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+from latentrl.config import DemoConfig, load_config
+from latentrl.models.tiny import pretrained_tiny_model
+from latentrl.trainers.common import read_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(processes: int, overrides: list[str]) -> dict[str, float]:
+    with TemporaryDirectory() as out:
+        launcher = [
+            "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        ] if processes > 1 else []  # fmt: skip
+        command = [
+            sys.executable, *launcher, "-m", "latentrl.cli", "train", "dlr",
+            "--config", str(ROOT / "configs" / "dlr_arith_tiny.yaml"), f"output_dir={out}",
+            *overrides,
+        ]  # fmt: skip
+        threads = max(1, (os.cpu_count() or 1) // processes)
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True)
+        rows = read_metrics(Path(out) / "metrics.jsonl")[1:]  # the first step warms up
+    step_time = statistics.mean(row["step_time"] for row in rows)
+    return {"step_time": step_time}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--group-size", type=int, default=8)
+    parser.add_argument("--backend", default="hf", help="rollout backend of every process")
+    args = parser.parse_args()
+    demo = load_config(DemoConfig, ROOT / "configs" / "demo.yaml")
+    model_dir = pretrained_tiny_model(demo.task.name, demo.task.options, demo.model, demo.pretrain)
+    options = ", ".join(f"{k}: {v}" for k, v in demo.task.options.items())
+    overrides = [
+        f"main_model={model_dir}", f"steps={args.steps}", f"group_size={args.group_size}",
+        f"decode_k={args.group_size}", f"task.options={{{options}}}", "decode_max_tokens=48",
+        "eval_problems=16", "checkpoint_every=0", f"rollout.backend={args.backend}",
+    ]  # fmt: skip
+    samples = 64 * args.group_size
+    results = {n: run(n, overrides) for n in (1, 2)}
+    print(
+        f"DLR on {model_dir.name}, {args.backend} backend, 64 questions x G={args.group_size} "
+        f"a step, {os.cpu_count()} CPU cores, mean of steps 2..{args.steps}"
+    )
+    print(f"{'':<14}{'1 process':>12}{'2 processes':>14}{'ratio':>8}")
+    one, two = results[1]["step_time"], results[2]["step_time"]
+    print(f"{'step_time':<14}{one:>12.3f}{two:>14.3f}{two / one:>8.2f}")
+    print(f"{'samples/s':<14}{samples / one:>12.1f}{samples / two:>14.1f}{one / two:>8.2f}")
+
+
+if __name__ == "__main__":
+    main()
