@@ -50,6 +50,7 @@ from latentrl.models.latent_plugin import (
     LatentPluginConfig,
     embedding_rms,
 )
+from latentrl.models.loading import load_input_embeddings
 from latentrl.models.tokens import LATENT_END_TOKEN, LATENT_START_TOKEN, LATENT_TOKEN
 from latentrl.rewards import DualReward
 from latentrl.rollout import SamplingParams, make_engine
@@ -147,9 +148,16 @@ class DLRTrainer:
         self.eval_rows = self.task.load("test", limit=cfg.eval_problems, **cfg.task.options)
 
         self.tokenizer = AutoTokenizer.from_pretrained(cfg.main_model)
-        self.main_model = AutoModelForCausalLM.from_pretrained(cfg.main_model)
-        self.main_model.requires_grad_(False).eval()
-        self.main_fingerprint = fingerprint(self.main_model)
+        if cfg.rollout.backend == "vllm_server" and cfg.warm_start_steps == 0:
+            # A vLLM server decodes: the trainer needs the main model's token embeddings
+            # only (the warm start, which back-propagates through it, needs all of it).
+            self.main_model = None
+            self.main_embeddings = load_input_embeddings(cfg.main_model)
+        else:
+            self.main_model = AutoModelForCausalLM.from_pretrained(cfg.main_model)
+            self.main_model.requires_grad_(False).eval()
+            self.main_embeddings = self.main_model.get_input_embeddings()
+        self.main_fingerprint = fingerprint(self._frozen_main)
         self.engine = make_engine(cfg.main_model, cfg.rollout)
 
         self.plugin = self._build_plugin()
@@ -233,11 +241,11 @@ class DLRTrainer:
             assistant = get_peft_model(assistant, lora)
         config = LatentPluginConfig(
             main_model=str(cfg.main_model),
-            main_hidden_size=self.main_model.config.hidden_size,
+            main_hidden_size=self.main_embeddings.embedding_dim,
             assistant_model=str(assistant_path),
             settings=cfg.plugin,
         )
-        target_rms = embedding_rms(self.main_model.get_input_embeddings().weight)
+        target_rms = embedding_rms(self.main_embeddings.weight)
         return LatentPlugin(config, assistant, tokenizer, target_rms)
 
     def _lr_factor(self, step: int) -> float:
@@ -250,6 +258,11 @@ class DLRTrainer:
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
     # ---- shared pieces -------------------------------------------------------------------
+
+    @property
+    def _frozen_main(self) -> torch.nn.Module:
+        """What the trainer holds of the main model: all of it, or its embeddings alone."""
+        return self.main_model if self.main_model is not None else self.main_embeddings
 
     @property
     def policy(self) -> LatentPlugin:
@@ -285,7 +298,7 @@ class DLRTrainer:
 
     def _prompt_embeds(self, rows: Sequence[dict], latents: torch.Tensor) -> list[torch.Tensor]:
         """Main-model inputs for rows [Q] and projected latents [Q, K, N, H] -> Q*K tensors."""
-        embed = self.main_model.get_input_embeddings()
+        embed = self.main_embeddings
         with torch.no_grad():
             return [
                 self.policy.inject(embed, self.tokenizer, row["prompt"], vectors)
@@ -351,7 +364,7 @@ class DLRTrainer:
             bar.set_postfix(loss=f"{loss.item():.3f}")
 
     def _solution_loss(self, rows: Sequence[dict], latents: torch.Tensor, eos: int) -> torch.Tensor:
-        embed = self.main_model.get_input_embeddings()
+        embed = self.main_embeddings
         inputs, labels = [], []
         for row, vectors in zip(rows, latents, strict=True):
             prompt = self.policy.inject(embed, self.tokenizer, row["prompt"], vectors)
@@ -529,7 +542,7 @@ class DLRTrainer:
             range(self.accelerator.process_index, len(rows), self.accelerator.num_processes)
         )
         if with_plugin:
-            embed = self.main_model.get_input_embeddings()
+            embed = self.main_embeddings
             prompts = self.policy.mean_latent_prompts(
                 embed, self.tokenizer, [rows[i] for i in mine]
             )
@@ -598,7 +611,7 @@ class DLRTrainer:
 
     def cleanup(self) -> None:
         """Assert the main model is untouched, save the plugin and the curves, release the engine."""
-        for name, digest in fingerprint(self.main_model).items():
+        for name, digest in fingerprint(self._frozen_main).items():
             if digest != self.main_fingerprint[name]:
                 raise RuntimeError(f"the frozen main model changed during training: {name}")
         if self.accelerator.is_main_process:

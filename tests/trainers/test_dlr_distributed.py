@@ -1,4 +1,5 @@
-"""DLR under ``accelerate launch --num_processes 2`` (gloo on CPU) against one process.
+"""DLR scaled out: ``accelerate launch --num_processes 2`` (gloo on CPU) against one
+process, and decoding on a vLLM server without the main model in trainer memory.
 
 The global batch is the same, so the logged numbers and the trained plugin must match a
 single-process run up to float summation order, and a checkpoint resumes with either count.
@@ -56,9 +57,7 @@ def single_process_run(tiny_model_dir, tmp_path_factory) -> Path:
     return folder
 
 
-def test_two_processes_match_one_then_resume_with_one(
-    tiny_model_dir, single_process_run, tmp_path
-):
+def test_two_processes_match_one_then_resume_with_one(tiny_model_dir, single_process_run, tmp_path):
     run = tmp_path / "two_then_one"
     _launch(tiny_model_dir, run, "steps=2")
     _run(tiny_model_dir, run, *STEPS, resume=True)
@@ -72,3 +71,25 @@ def test_one_process_resumes_with_two(tiny_model_dir, single_process_run, tmp_pa
     _run(tiny_model_dir, run, "steps=2")
     _launch(tiny_model_dir, run, *STEPS, resume=True)
     assert_same_run(single_process_run, run)
+
+
+def test_a_vllm_server_backend_keeps_only_the_main_models_embeddings(
+    tiny_model_dir, vllm_server_url, tmp_path
+):
+    from transformers import AutoModelForCausalLM
+
+    from latentrl.config import DLRConfig, load_config
+    from latentrl.trainers.dlr import DLRTrainer
+
+    overrides = small_run(tiny_model_dir, tmp_path, "steps=1", "rollout.backend=vllm_server")
+    cfg = load_config(DLRConfig, CONFIG, [*overrides, f"rollout.server_urls=[{vllm_server_url}]"])
+    trainer = DLRTrainer(cfg)
+    trainer.setup()
+    try:
+        assert trainer.main_model is None
+        full = AutoModelForCausalLM.from_pretrained(tiny_model_dir).get_input_embeddings()
+        assert torch.equal(trainer.main_embeddings.weight, full.weight)
+        trainer.train()
+        assert read_metrics(tmp_path / "metrics.jsonl")[0]["main_tokens_decoded"] > 0
+    finally:
+        trainer.cleanup()
