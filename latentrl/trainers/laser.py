@@ -15,7 +15,8 @@ shared rollout engine (``rationale`` settings) and cached as JSONL.
 Simplified relative to the paper: documents are encoded by the same latent view with
 gradient (no cached document bank); hard negatives are mined once by BM25 (bm25s) from the
 corpus minus the held-out queries' documents; another relevant document of a query that
-lands in its batch counts as a negative, as in most in-batch training.
+lands in its batch counts as a negative, as in most in-batch training; one process only
+(batches are not sharded across accelerate processes yet).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer, get_cosine_schedule_with_warmup
 
 from latentrl.config import (
+    ConfigError,
     LaSERConfig,
     RationaleConfig,
     RolloutConfig,
@@ -152,6 +154,12 @@ class LaSERTrainer:
             log_with=cfg.report_to or None,
             project_dir=str(self.run_dir),
         )
+        if self.accelerator.num_processes > 1:
+            # Batches are not sharded nor in-batch documents gathered across processes yet.
+            raise ConfigError(
+                f"train laser runs in one process; got {self.accelerator.num_processes} "
+                "(launch it without accelerate's multi-process settings)"
+            )
         self.run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, self.run_dir / "config.yaml")
         torch.manual_seed(cfg.seed)
@@ -301,8 +309,6 @@ class LaSERTrainer:
                 folder / "trainer_state.json", {"step": self.step, "position": self.position}
             )
 
-        if not self.accelerator.is_main_process:
-            return self.run_dir
         return save_checkpoint(self.run_dir, self.step, write)
 
     def _load_checkpoint(self, folder: Path) -> None:
@@ -317,15 +323,14 @@ class LaSERTrainer:
         self.step, self.position = state["step"], state["position"]
 
     def cleanup(self) -> None:
-        """Save the retriever and the curves (main process); close the trackers."""
-        if self.accelerator.is_main_process:
-            self.retriever.save_pretrained(self.run_dir / "retriever")
-            plot_curves(
-                read_metrics(self.run_dir / "metrics.jsonl"),
-                CURVE_KEYS,
-                self.run_dir / "curves.png",
-                "LaSER training",
-            )
+        """Save the retriever and the curves; close the trackers."""
+        self.retriever.save_pretrained(self.run_dir / "retriever")
+        plot_curves(
+            read_metrics(self.run_dir / "metrics.jsonl"),
+            CURVE_KEYS,
+            self.run_dir / "curves.png",
+            "LaSER training",
+        )
         for tracker in self.accelerator.trackers:
             tracker.finish()
 
