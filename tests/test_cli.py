@@ -22,7 +22,8 @@ def test_help_lists_the_commands():
 def test_tasks_lists_builtin_tasks(capsys):
     assert main(["tasks"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in lines] == ["arith", "gsm8k", "math500"]
+    names = [line.split()[0] for line in lines]
+    assert names == ["arith", "gsm8k", "math500", "shapes_vqa", "image_qa"]
     assert "[rewards: correctness, format; metric: accuracy]" in lines[0]
 
 
