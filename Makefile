@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/serve_latency.py
 	$(PY) benchmarks/dlr_vs_grpo.py
 	$(PY) benchmarks/laser_latency.py
+	$(PY) benchmarks/scaling.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
