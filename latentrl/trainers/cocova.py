@@ -26,7 +26,6 @@ the mean of the question's input embeddings in the language model.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import time
 from collections.abc import Sequence
@@ -78,9 +77,9 @@ from latentrl.trainers.common import (
     latest_checkpoint,
     plot_curves,
     read_metrics,
-    rng_state,
+    read_training_state,
     save_checkpoint,
-    set_rng_state,
+    write_training_state,
 )
 
 CURVE_KEYS = (
@@ -398,41 +397,31 @@ class CoCoVaTrainer:
     def _lora_state(self) -> dict[str, torch.Tensor]:
         return {k: v for k, v in self.lm.state_dict().items() if "lora_" in k}
 
+    @property
+    def _generators(self) -> dict[str, torch.Generator]:
+        return {"data": self.data_generator, "noise": self.noise_generator}
+
     def _save_checkpoint(self) -> Path:
         def write(folder: Path) -> None:
             self.plugin.save_pretrained(folder / "plugin")
-            torch.save(
-                {
-                    "optimizer": self.optimizer.state_dict(),
-                    "scheduler": self.scheduler.state_dict(),
-                    "rng": rng_state({"data": self.data_generator, "noise": self.noise_generator}),
-                    "order": self.order,
-                    "lora": self._lora_state(),
-                },
-                folder / "training_state.pt",
-            )
-            write_json(
-                folder / "trainer_state.json",
-                {"step": self.step, "position": self.position, "elapsed_s": self.elapsed},
-            )
+            counters = {"step": self.step, "position": self.position, "elapsed_s": self.elapsed}
+            write_training_state(
+                folder, self.optimizer, self.scheduler, self._generators, counters,
+                order=self.order, lora=self._lora_state(),
+            )  # fmt: skip
 
         return save_checkpoint(self.run_dir, self.step, write)
 
     def _load_checkpoint(self, folder: Path) -> None:
-        state = json.loads((folder / "trainer_state.json").read_text())
         self.plugin.load_state_dict(CoCoVaPlugin.from_pretrained(folder / "plugin").state_dict())
-        training = torch.load(folder / "training_state.pt", weights_only=False)
-        if training["lora"]:
-            self.lm.load_state_dict(training["lora"], strict=False)
-        self.optimizer.load_state_dict(training["optimizer"])
-        self.scheduler.load_state_dict(training["scheduler"])
-        set_rng_state(training["rng"], {"data": self.data_generator, "noise": self.noise_generator})
-        self.order = training["order"]
-        self.step, self.position, self.elapsed = (
-            state["step"],
-            state["position"],
-            state["elapsed_s"],
+        counters, extra = read_training_state(
+            folder, self.optimizer, self.scheduler, self._generators
         )
+        if extra["lora"]:
+            self.lm.load_state_dict(extra["lora"], strict=False)
+        self.order = extra["order"]
+        self.step, self.position = counters["step"], counters["position"]
+        self.elapsed = counters["elapsed_s"]
 
     # ---- end of run ----------------------------------------------------------------------
 

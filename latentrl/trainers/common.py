@@ -48,6 +48,44 @@ def set_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator])
 # ---- checkpoints -------------------------------------------------------------------------
 
 
+TRAINING_STATE_NAME = "training_state.pt"
+
+
+def write_training_state(
+    folder: Path,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    generators: dict[str, torch.Generator],
+    counters: dict[str, Any],
+    **extra: Any,
+) -> None:
+    """A checkpoint's training state: optimizer, LR scheduler, every random state and
+    ``extra`` (data order, ...) in ``training_state.pt``; the trainer's counters (step,
+    position, ...) in ``trainer_state.json``."""
+    state = {
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": rng_state(generators),
+        **extra,
+    }
+    torch.save(state, folder / TRAINING_STATE_NAME)
+    (folder / STATE_NAME).write_text(json.dumps(counters, indent=2))
+
+
+def read_training_state(
+    folder: Path,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    generators: dict[str, torch.Generator],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Restore what :func:`write_training_state` saved; returns (counters, extra)."""
+    state = torch.load(folder / TRAINING_STATE_NAME, weights_only=False)
+    optimizer.load_state_dict(state.pop("optimizer"))
+    scheduler.load_state_dict(state.pop("scheduler"))
+    set_rng_state(state.pop("rng"), generators)
+    return json.loads((folder / STATE_NAME).read_text()), state
+
+
 def save_checkpoint(run_dir: Path, step: int, write: Callable[[Path], None], keep: int = 2) -> Path:
     """Stage a checkpoint with ``write(folder)``, rename it into place, prune old ones."""
     final = run_dir / f"{CHECKPOINT_PREFIX}{step:06d}"

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import math
 import time
 import warnings
@@ -60,9 +59,9 @@ from latentrl.trainers.common import (
     latest_checkpoint,
     plot_curves,
     read_metrics,
-    rng_state,
+    read_training_state,
     save_checkpoint,
-    set_rng_state,
+    write_training_state,
 )
 
 CURVE_KEYS = ("reward_mean", "accuracy", "decodes_saved", "contrastive_loss")
@@ -570,23 +569,20 @@ class DLRTrainer:
 
     # ---- checkpoints ---------------------------------------------------------------------
 
+    @property
+    def _generators(self) -> dict[str, torch.Generator]:
+        return {"sample": self.sample_generator, "data": self.data_generator}
+
     def _save_checkpoint(self) -> Path:
         def write(folder: Path) -> None:
             self.policy.save_pretrained(folder / "plugin")
-            torch.save(
-                {
-                    "optimizer": self.optimizer.state_dict(),
-                    "scheduler": self.scheduler.state_dict(),
-                    "rng": rng_state(
-                        {"sample": self.sample_generator, "data": self.data_generator}
-                    ),
-                    "order": self.order,
-                },
-                folder / "training_state.pt",
-            )
-            write_json(
-                folder / "trainer_state.json",
-                {"step": self.step, "position": self.position, "best_accuracy": self.best_accuracy},
+            counters = {
+                "step": self.step,
+                "position": self.position,
+                "best_accuracy": self.best_accuracy,
+            }
+            write_training_state(
+                folder, self.optimizer, self.scheduler, self._generators, counters, order=self.order
             )
 
         if not self.accelerator.is_main_process:
@@ -594,18 +590,14 @@ class DLRTrainer:
         return save_checkpoint(self.run_dir, self.step, write)
 
     def _load_checkpoint(self, folder: Path) -> None:
-        state = json.loads((folder / "trainer_state.json").read_text())
         saved = LatentPlugin.from_pretrained(folder / "plugin", main_model=self.cfg.main_model)
         self.policy.load_state_dict(saved.state_dict())
-        training = torch.load(folder / "training_state.pt", weights_only=False)
-        self.optimizer.load_state_dict(training["optimizer"])
-        self.scheduler.load_state_dict(training["scheduler"])
-        set_rng_state(
-            training["rng"], {"sample": self.sample_generator, "data": self.data_generator}
+        counters, extra = read_training_state(
+            folder, self.optimizer, self.scheduler, self._generators
         )
-        self.order = training["order"]
-        self.step, self.position = state["step"], state["position"]
-        self.best_accuracy = state["best_accuracy"]
+        self.order = extra["order"]
+        self.step, self.position = counters["step"], counters["position"]
+        self.best_accuracy = counters["best_accuracy"]
 
     # ---- end of run ----------------------------------------------------------------------
 

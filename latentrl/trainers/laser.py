@@ -56,9 +56,9 @@ from latentrl.trainers.common import (
     latest_checkpoint,
     plot_curves,
     read_metrics,
-    rng_state,
+    read_training_state,
     save_checkpoint,
-    set_rng_state,
+    write_training_state,
 )
 
 CURVE_KEYS = ("loss", "latent_nce", "distill_kl", "trajectory_kl", "latent_batch_accuracy")
@@ -318,31 +318,22 @@ class LaSERTrainer:
     def _save_checkpoint(self) -> Path:
         def write(folder: Path) -> None:
             self.retriever.save_pretrained(folder / "retriever")
-            torch.save(
-                {
-                    "optimizer": self.optimizer.state_dict(),
-                    "scheduler": self.scheduler.state_dict(),
-                    "rng": rng_state({"data": self.data_generator}),
-                    "order": self.order,
-                },
-                folder / "training_state.pt",
-            )
-            write_json(
-                folder / "trainer_state.json", {"step": self.step, "position": self.position}
-            )
+            counters = {"step": self.step, "position": self.position}
+            write_training_state(
+                folder, self.optimizer, self.scheduler, {"data": self.data_generator}, counters,
+                order=self.order,
+            )  # fmt: skip
 
         return save_checkpoint(self.run_dir, self.step, write)
 
     def _load_checkpoint(self, folder: Path) -> None:
         saved = LaSERRetriever.from_pretrained(folder / "retriever")
         self.retriever.load_state_dict(saved.state_dict())
-        training = torch.load(folder / "training_state.pt", weights_only=False)
-        self.optimizer.load_state_dict(training["optimizer"])
-        self.scheduler.load_state_dict(training["scheduler"])
-        set_rng_state(training["rng"], {"data": self.data_generator})
-        self.order = training["order"]
-        state = json.loads((folder / "trainer_state.json").read_text())
-        self.step, self.position = state["step"], state["position"]
+        counters, extra = read_training_state(
+            folder, self.optimizer, self.scheduler, {"data": self.data_generator}
+        )
+        self.order = extra["order"]
+        self.step, self.position = counters["step"], counters["position"]
 
     def cleanup(self) -> None:
         """Save the retriever and the curves; close the trackers."""
