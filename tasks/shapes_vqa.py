@@ -8,7 +8,11 @@ Questions, one per scene:
   red object?", "is there a red circle?";
 - level 2, counting: "how many blue shapes are there?", "how many circles are there?";
 - level 3, relations (a count relative to a uniquely named shape): "how many shapes are
-  left of the red circle?" (also right of, above, below, and same-colour-left-of).
+  left of the red circle?" (also right of, above and below; a quarter of them two-step,
+  "how many blue shapes are left of the red circle?"). Answers are balanced: each row
+  first draws its answer uniformly from 0-3, then scenes and questions are drawn until
+  one has that answer (left to chance, 54% of them would answer 0, so answering "0"
+  every time would score as well as reading the scene).
 
 Choices, and why (a model trained for minutes on one CPU core must visibly learn):
 
@@ -16,7 +20,7 @@ Choices, and why (a model trained for minutes on one CPU core must visibly learn
   visual token sees at most one whole object, and per-patch attribute labels
   (:func:`patch_labels`) let a tiny vision encoder be pre-trained in seconds;
 - questions are only asked when their answer is well defined (the named object is unique);
-  yes/no questions are balanced;
+  yes/no questions and level-3 answers are balanced;
 - rows come from ``random.Random(f"shapes_vqa/{seed}/{split}")``, so a split is the same
   list on every platform and a larger ``num_examples`` extends it; the level of row i is
   ``levels[i % len(levels)]`` (levels are balanced).
@@ -53,6 +57,11 @@ COLOURS = {
 }
 BACKGROUND = (20, 20, 20)
 DEFAULT_SIZES = {"train": 20000, "test": 600}
+VERSION = 2
+"""Bumped whenever the rows for the same options change (2: balanced level-3 answers), so
+models pre-trained on them and cached (:mod:`latentrl.models.vision`) are rebuilt."""
+RELATION_ANSWERS = ("0", "1", "2", "3")
+"""Level-3 answers, drawn uniformly (4 shapes on one side of the named one is rare)."""
 RELATIONS = {
     "left of": lambda obj, ref: obj.col < ref.col,
     "right of": lambda obj, ref: obj.col > ref.col,
@@ -193,13 +202,17 @@ def shapes_vqa_source(
         raise ValueError(
             f"shapes_vqa: need 1 <= min_shapes <= max_shapes <= grid^2 = {grid * grid}"
         )
+    # The counts a relation can reach: the shapes other than the named one, all in the
+    # columns (or rows) on one side of it.
+    relation_answers = RELATION_ANSWERS[: min(max_shapes, grid * (grid - 1) + 1)]
     rng = random.Random(f"shapes_vqa/{seed}/{split}")
     for index in range(num_examples or DEFAULT_SIZES[split]):
         level = levels[index % len(levels)]
+        wanted = rng.choice(relation_answers) if level == 3 else None
         while True:
             scene = random_scene(rng, grid, min_shapes, max_shapes)
             qa = LEVELS[level](scene, rng)
-            if qa is not None:
+            if qa is not None and wanted in (None, qa[1]):
                 break
         shapes, colours = patch_labels(scene, grid)
         yield {
@@ -217,4 +230,5 @@ TASK = VQATask(
     name="shapes_vqa",
     description="synthetic coloured-shape scenes; level 1 attributes, 2 counting, 3 relations",
     source=shapes_vqa_source,
+    version=VERSION,
 )

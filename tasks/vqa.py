@@ -60,6 +60,8 @@ class VQATask:
     source: Callable[..., Iterable[Mapping[str, Any]]]
     splits: tuple[str, ...] = ("train", "test")
     prompt_template: str = DEFAULT_PROMPT_TEMPLATE
+    version: int = 1
+    """Changes when the rows of a source change for the same options (caches key on it)."""
 
     def format_prompt(self, question: str) -> str:
         return self.prompt_template.replace("{question}", question)

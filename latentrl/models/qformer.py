@@ -137,6 +137,7 @@ class Thoughts(NamedTuple):
     latents: torch.Tensor  # [B, M, W] z_K
     iterations: torch.Tensor  # [B] refinement steps each question used
     kept: list[torch.Tensor]  # per step after the first: [B, n_kept] indices into the tokens
+    update_sizes: list[float]  # per step: mean ||tanh(alpha) * delta_k|| / ||z_{k-1}|| (detached)
 
 
 class LQFormer(nn.Module):
@@ -157,10 +158,15 @@ class LQFormer(nn.Module):
         active = torch.ones(batch, dtype=torch.bool, device=visual.device)
         iterations = torch.zeros(batch, dtype=torch.long, device=visual.device)
         token_ids = torch.arange(visual.shape[1], device=visual.device).expand(batch, -1)
-        kept = []
+        kept, update_sizes = [], []
         for step in range(settings.iterations):
             delta, attention = self.block(z, text, text_pad, visual)
             update = torch.tanh(self.gate) * delta
+            # What a step changes, relative to the thoughts it refines: the gate alone says
+            # little, since the block can scale delta up as the gate stays small.
+            with torch.no_grad():
+                relative = update.norm(dim=-1) / z.norm(dim=-1).clamp(min=1e-8)
+                update_sizes.append(relative[active].mean().item())
             z = torch.where(active[:, None, None], z + update, z)
             iterations = iterations + active.long()
             if settings.early_stop > 0 and not self.training:
@@ -174,7 +180,7 @@ class LQFormer(nn.Module):
                 )
                 token_ids = token_ids.gather(1, picked)
                 kept.append(token_ids)
-        return Thoughts(z, iterations, kept)
+        return Thoughts(z, iterations, kept, update_sizes)
 
 
 @dataclass
@@ -197,6 +203,7 @@ class PluginOutput(NamedTuple):
     latents: torch.Tensor | None  # [B, M, W] z_K (None for llava)
     iterations: torch.Tensor  # [B]
     kept: list[torch.Tensor]
+    update_sizes: list[float]  # per LQ-Former step (empty for llava)
 
 
 class CoCoVaPlugin(nn.Module):
@@ -232,10 +239,12 @@ class CoCoVaPlugin(nn.Module):
         """``visual`` [B, N, D_v] tokens; ``text_embeds`` [B, L, H] the question's LM embeddings."""
         if self.config.settings.architecture == "llava":
             no_steps = torch.zeros(visual.shape[0], dtype=torch.long, device=visual.device)
-            return PluginOutput(self.projector(visual), None, no_steps, [])
+            return PluginOutput(self.projector(visual), None, no_steps, [], [])
         thoughts = self.lqformer(self.visual_in(visual), self.text_in(text_embeds), text_pad)
         embeds = self.projector(self.output_norm(thoughts.latents))
-        return PluginOutput(embeds, thoughts.latents, thoughts.iterations, thoughts.kept)
+        return PluginOutput(
+            embeds, thoughts.latents, thoughts.iterations, thoughts.kept, thoughts.update_sizes
+        )
 
     # ---- saving and loading ----------------------------------------------------------------
 

@@ -207,7 +207,12 @@ def pretrained_tiny_vit(
 
     return _cached_build(
         "vit-shapes",
-        {"vit": asdict(cfg), "task_options": task_options, "targets": PATCH_TARGETS},
+        {
+            "vit": asdict(cfg),
+            "task_options": task_options,
+            "task_version": get_vqa_task("shapes_vqa").version,
+            "targets": PATCH_TARGETS,
+        },
         build,
         cache_dir,
     )
@@ -270,6 +275,7 @@ def pretrained_vqa_language_model(
     settings = {
         "task": task_name,
         "task_options": task_options,
+        "task_version": get_vqa_task(task_name).version,
         "model": asdict(model_cfg),
         "pretrain": asdict(pretrain_cfg),
         "thought_rate": thought_rate,

@@ -88,6 +88,7 @@ CURVE_KEYS = (
     "infonce_loss",
     "diffusion_loss",
     "gate",
+    "update_ratio",
     "eval_accuracy",
 )
 
@@ -250,17 +251,25 @@ class CoCoVaTrainer:
                 self.lm,
                 LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, target_modules="all-linear"),
             )
+        self.uses_thoughts = cfg.plugin.architecture == "lqformer"
         trainable = [
             p for p in [*self.plugin.parameters(), *self.lm.parameters()] if p.requires_grad
         ]
+        groups = [{"params": trainable}]
+        if self.uses_thoughts:
+            # The gate is one scalar that scales every update: its own learning rate, no decay.
+            gate = self.plugin.lqformer.gate
+            groups = [
+                {"params": [p for p in trainable if p is not gate]},
+                {"params": [gate], "lr": cfg.gate_learning_rate, "weight_decay": 0.0},
+            ]
         self.optimizer = torch.optim.AdamW(
-            trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+            groups, lr=cfg.learning_rate, weight_decay=cfg.weight_decay
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: min(1.0, (step + 1) / max(1, cfg.warmup_steps))
         )
         self.schedule = NoiseSchedule(cfg.diffusion_timesteps)
-        self.uses_thoughts = cfg.plugin.architecture == "lqformer"
 
         self.step, self.elapsed = 0, 0.0
         self.order: list[int] = []
@@ -340,6 +349,7 @@ class CoCoVaTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         if self.uses_thoughts:
             stats["gate"] = math.tanh(self.plugin.lqformer.gate.item())
+            stats["update_ratio"] = sum(out.update_sizes) / len(out.update_sizes)
         stats["loss"] = loss.item()
         return stats
 

@@ -42,10 +42,16 @@ def test_closed_gate_leaves_the_initial_queries_unchanged():
     expected = lqformer.queries.expand(3, -1, -1)
     assert torch.equal(thoughts.latents, expected)
     assert thoughts.iterations.tolist() == [3, 3, 3]
+    assert thoughts.update_sizes == [0.0, 0.0, 0.0]
     # ... and an open gate changes them, by tanh(alpha) times the block's update.
     with torch.no_grad():
         lqformer.gate.fill_(0.5)
-    assert not torch.allclose(lqformer(visual, text, pad).latents, expected)
+    opened = lqformer(visual, text, pad)
+    assert not torch.allclose(opened.latents, expected)
+    first_update = math.tanh(0.5) * lqformer.block(expected, text, pad, visual)[0]
+    assert opened.update_sizes[0] == pytest.approx(
+        (first_update.norm(dim=-1) / expected.norm(dim=-1)).mean().item(), rel=1e-5
+    )
 
 
 def test_the_gate_gets_a_gradient_while_closed():

@@ -37,7 +37,13 @@ def test_training_lowers_the_answer_loss_and_eval_reproduces_the_summary(
     last = sum(m["answer_loss"] for m in metrics[-10:]) / 10
     assert last < first - 0.05, (first, last)
     assert metrics[0]["gate"] != 0 and metrics[-1]["gate"] != metrics[0]["gate"]  # gate trained
-    assert {"infonce_loss", "diffusion_loss", "infonce_image", "temperature"} <= set(metrics[-1])
+    assert {
+        "infonce_loss",
+        "diffusion_loss",
+        "infonce_image",
+        "temperature",
+        "update_ratio",
+    } <= set(metrics[-1])
     summary = json.loads((out / "summary.json").read_text())
     assert summary["mean_iterations"] == 3.0
     assert {"accuracy_level_1", "majority_accuracy_level_3", "question_only_accuracy"} <= set(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -77,6 +78,17 @@ def test_shapes_vqa_answers_agree_with_the_scene():
             continue
         checked += 1
     assert checked > 200
+
+
+def test_shapes_vqa_relation_answers_are_balanced():
+    """No level-3 answer dominates, so the majority answer cannot pass for reasoning."""
+    rows = get_vqa_task("shapes_vqa").load("test", limit=400, levels=[3])
+    counts = Counter(r["answer"] for r in rows)
+    assert set(counts) == {"0", "1", "2", "3"}
+    assert max(counts.values()) / len(rows) < 0.32, counts
+    # Small scenes cap the count a relation can reach, and every row still gets generated.
+    few = get_vqa_task("shapes_vqa").load("test", limit=40, levels=[3], max_shapes=2)
+    assert {r["answer"] for r in few} == {"0", "1"}
 
 
 def test_scenes_draw_each_shape_in_its_cell():
