@@ -1,4 +1,5 @@
-"""What every trainer shares: run folders, metrics, plots, RNG state and atomic checkpoints.
+"""What every trainer shares: run folders, metrics, plots, RNG state, atomic checkpoints,
+and the pieces that split a step's global batch across ``accelerate`` processes.
 
 A run folder holds ``config.yaml``, ``metrics.jsonl`` (one JSON object per step),
 ``checkpoint-NNNNNN/`` folders and, at the end, ``curves.png``. A checkpoint folder is
@@ -9,8 +10,10 @@ mid-save leaves the previous checkpoint as the latest one.
 from __future__ import annotations
 
 import json
+import math
 import random
 import shutil
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from latentrl.config import ConfigError
 from latentrl.io import atomic_folder
 
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -107,6 +111,90 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 def latest_checkpoint(run_dir: Path) -> Path | None:
     checkpoints = list_checkpoints(run_dir)
     return checkpoints[-1] if checkpoints else None
+
+
+# ---- several processes -------------------------------------------------------------------
+#
+# Every process draws the whole step's batch (and its random noise) and keeps a contiguous
+# share, so the data order and a resumed run do not depend on the number of processes.
+
+
+def process_share(accelerator, count: int) -> slice:
+    """This process's contiguous share of ``count`` items: ``ceil(count / processes)`` each,
+    so when ``count`` does not divide evenly the last shares are shorter (maybe empty)."""
+    size = math.ceil(count / accelerator.num_processes)
+    start = min(count, accelerator.process_index * size)
+    return slice(start, min(count, start + size))
+
+
+def require_even_split(accelerator, key: str, count: int, items: str) -> None:
+    """A :class:`ConfigError` naming ``key`` unless its ``count`` ``items`` split evenly over
+    the processes (a step's batch is shared out in equal parts)."""
+    processes = accelerator.num_processes
+    if count % processes:
+        raise ConfigError(
+            f"{key}: {count} {items} can't be split evenly over {processes} processes"
+        )
+
+
+def gather_with_grad(accelerator, tensor: torch.Tensor, count: int | None = None) -> torch.Tensor:
+    """Every process's rows (its :func:`process_share` of ``count``; all ``tensor.shape[0]`` rows
+    when None) concatenated in process order, keeping the graph.
+
+    Each process's rows get the gradient of every process's copy of a loss on the result
+    (summed), which DDP's averaging of the processes' gradients then undoes: a loss every
+    process computes on the gathered rows trains as in one process.
+    """
+    if accelerator.num_processes == 1:
+        return tensor
+    missing = 0 if count is None else math.ceil(count / accelerator.num_processes) - len(tensor)
+    if missing:  # all-gather needs equal shapes: pad a short share, drop the padding after
+        tensor = torch.cat([tensor, tensor.new_zeros(missing, *tensor.shape[1:])])
+    # The public autograd all-gather; torch suggests a private replacement, so its
+    # deprecation notice is silenced rather than followed.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        gathered = torch.cat(torch.distributed.nn.functional.all_gather(tensor))
+    return gathered if count is None else gathered[:count]
+
+
+def mean_over_processes(accelerator, stats: dict[str, float]) -> dict[str, float]:
+    """Each statistic averaged over the processes: a mean over equal shares of the batch
+    equals the mean over the whole batch."""
+    if accelerator.num_processes == 1 or not stats:
+        return stats
+    values = torch.tensor(list(stats.values()), device=accelerator.device)
+    means = accelerator.reduce(values, "mean").tolist()
+    return dict(zip(stats, means, strict=True))
+
+
+class Objective(torch.nn.Module):
+    """A training step's whole loss as one module call, for DDP.
+
+    DDP all-reduces the gradients of the parameters its wrapped module's ``forward`` used.
+    A trainer whose losses call several modules and methods wraps them here, so one
+    ``forward`` computes everything: ``compute(*args)``, which returns ``(loss, stats)``
+    and uses the ``modules``' parameters.
+    """
+
+    def __init__(self, compute: Callable[..., Any], **modules: torch.nn.Module) -> None:
+        super().__init__()
+        self.compute = compute
+        self.parts = torch.nn.ModuleDict(modules)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.compute(*args, **kwargs)
+
+
+def end_run(accelerator) -> None:
+    """Close the trackers, and in a multi-process run the process group accelerate started."""
+    if accelerator.num_processes > 1:
+        accelerator.end_training()
+    else:
+        # A single process has no group of accelerate's; the default group there, if any,
+        # belongs to an in-process vLLM engine that may still be serving.
+        for tracker in accelerator.trackers:
+            tracker.finish()
 
 
 # ---- metrics -----------------------------------------------------------------------------

@@ -21,7 +21,6 @@ import copy
 import hashlib
 import math
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -56,8 +55,11 @@ from latentrl.rollout import SamplingParams, make_engine
 from latentrl.tasks import get_task
 from latentrl.trainers.common import (
     MetricsLog,
+    gather_with_grad,
     latest_checkpoint,
+    mean_over_processes,
     plot_curves,
+    process_share,
     read_metrics,
     read_training_state,
     save_checkpoint,
@@ -267,33 +269,9 @@ class DLRTrainer:
     def policy(self) -> LatentPlugin:
         return self.accelerator.unwrap_model(self.plugin)
 
-    def _share(self, count: int) -> slice:
-        """This process's contiguous share of a step's ``count`` questions."""
-        size = count // self.accelerator.num_processes
-        start = self.accelerator.process_index * size
-        return slice(start, start + size)
-
     def _gather(self, tensor: torch.Tensor) -> torch.Tensor:
         """Concatenate every process's tensor along dim 0 (in process order)."""
         return self.accelerator.gather(tensor.to(self.accelerator.device)).cpu()
-
-    def _gather_with_grad(self, tensor: torch.Tensor) -> torch.Tensor:
-        """Like :meth:`_gather`, keeping the graph: each process's share gets the gradient
-        of every process's copy of the loss (summed), which DDP's averaging then undoes."""
-        if self.accelerator.num_processes == 1:
-            return tensor
-        # The public autograd all-gather; torch suggests a private replacement, so its
-        # deprecation notice is silenced rather than followed.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            return torch.cat(torch.distributed.nn.functional.all_gather(tensor))
-
-    def _mean_over_processes(self, stats: dict[str, float]) -> dict[str, float]:
-        if self.accelerator.num_processes == 1 or not stats:
-            return stats
-        values = torch.tensor(list(stats.values()), device=self.accelerator.device)
-        means = self.accelerator.reduce(values, "mean").tolist()
-        return dict(zip(stats, means, strict=True))
 
     def _prompt_embeds(self, rows: Sequence[dict], latents: torch.Tensor) -> list[torch.Tensor]:
         """Main-model inputs for rows [Q] and projected latents [Q, K, N, H] -> Q*K tensors."""
@@ -396,7 +374,7 @@ class DLRTrainer:
         shape = (len(rows), cfg.group_size, settings.num_latents, settings.latent_dim)
         eps = torch.randn(shape, generator=self.sample_generator)  # [Q, G, N, d_z]
         uniforms = torch.rand(shape[:2], generator=self.sample_generator)
-        share = self._share(len(rows))
+        share = process_share(self.accelerator, len(rows))
         rows, eps, uniforms = rows[share], eps[share], uniforms[share]
 
         device = self.accelerator.device
@@ -467,7 +445,9 @@ class DLRTrainer:
             if self.contrastive is not None:
                 # The same noise through the current policy: gradients reach mean and std.
                 # Negatives come from every process's questions, as in one process.
-                z_now = self._gather_with_grad((mean + log_std.exp() * rollout.eps).flatten(2))
+                z_now = gather_with_grad(
+                    self.accelerator, (mean + log_std.exp() * rollout.eps).flatten(2)
+                )
                 contrast, contrast_stats = self.contrastive(z_now, contrast_rewards)
                 loss = loss + cfg.contrastive_weight * contrast
                 stats.update(contrast_stats)
@@ -482,7 +462,7 @@ class DLRTrainer:
             self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         stats["latent_std"] = dist.log_std.exp().mean().item()
-        return self._mean_over_processes(stats)
+        return mean_over_processes(self.accelerator, stats)
 
     def train(self) -> None:
         cfg = self.cfg
