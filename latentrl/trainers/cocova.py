@@ -88,7 +88,7 @@ CURVE_KEYS = (
     "infonce_loss",
     "diffusion_loss",
     "gate",
-    "update_ratio",
+    "update_ratio_2",
     "eval_accuracy",
 )
 
@@ -349,7 +349,9 @@ class CoCoVaTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         if self.uses_thoughts:
             stats["gate"] = math.tanh(self.plugin.lqformer.gate.item())
-            stats["update_ratio"] = sum(out.update_sizes) / len(out.update_sizes)
+            # Step k's update relative to z_{k-1}: step 1 moves off the shared queries, the
+            # later steps refine image-dependent thoughts (near 0: the iterations do nothing).
+            stats |= {f"update_ratio_{k}": size for k, size in enumerate(out.update_sizes, 1)}
         stats["loss"] = loss.item()
         return stats
 

@@ -42,7 +42,7 @@ def test_training_lowers_the_answer_loss_and_eval_reproduces_the_summary(
         "diffusion_loss",
         "infonce_image",
         "temperature",
-        "update_ratio",
+        "update_ratio_3",
     } <= set(metrics[-1])
     summary = json.loads((out / "summary.json").read_text())
     assert summary["mean_iterations"] == 3.0
