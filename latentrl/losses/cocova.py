@@ -14,6 +14,7 @@ can only do well if the thoughts carry what the image shows.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -86,22 +87,32 @@ class NoiseSchedule:
         return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
 
 
+def diffusion_noise(
+    schedule: NoiseSchedule, shape: Sequence[int], generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
+    """One uniformly drawn timestep per example [B] and standard-normal noise ``shape`` [B, ...]."""
+    t = torch.randint(schedule.num_steps, (shape[0],), generator=generator)
+    return t, torch.randn(tuple(shape), generator=generator)
+
+
 def diffusion_loss(
     denoiser: nn.Module,
     x0: Tensor,
     condition: Tensor,
     schedule: NoiseSchedule,
     generator: torch.Generator | None = None,
+    noise: tuple[Tensor, Tensor] | None = None,
 ) -> Tensor:
     """Epsilon-prediction MSE at one uniformly drawn timestep per example.
 
     ``denoiser(x_t, t, condition)`` predicts the noise in ``x_t`` [B, N, D]; ``condition``
-    [B, M, W] are the final latent thoughts.
+    [B, M, W] are the final latent thoughts. ``noise``: the timesteps and noise of
+    :func:`diffusion_noise`, drawn here from ``generator`` when None.
     """
-    t = torch.randint(schedule.num_steps, (x0.shape[0],), generator=generator).to(x0.device)
-    noise = torch.randn(x0.shape, generator=generator).to(x0.device)
-    predicted = denoiser(schedule.add_noise(x0, noise, t), t, condition)
-    return F.mse_loss(predicted, noise)
+    t, eps = noise if noise is not None else diffusion_noise(schedule, x0.shape, generator)
+    t, eps = t.to(x0.device), eps.to(x0.device)
+    predicted = denoiser(schedule.add_noise(x0, eps, t), t, condition)
+    return F.mse_loss(predicted, eps)
 
 
 def timestep_embedding(t: Tensor, dim: int) -> Tensor:

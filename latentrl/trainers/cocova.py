@@ -16,6 +16,11 @@ its inputs) or LoRA-adapted. Evaluation decodes greedy answers through the share
 engine from ``prompt_embeds``. ``plugin.architecture=llava`` trains the baseline without
 latent thoughts: the visual tokens projected straight into the language model.
 
+Under ``accelerate launch --num_processes N`` (CPU processes, gloo) each process takes a
+contiguous share of every step's batch (``batch_size`` must divide by N) and of the
+held-out rows; the InfoNCE terms contrast against every process's rows, so the loss, the
+logged numbers and the trained plugin are those of one process with the same batch.
+
 Simplified relative to the paper (which publishes no code): one LQ-Former block shared
 by all K steps with one scalar gate; token selection ranks tokens by the mean attention of
 all queries and heads; the diffusion target is the per-token layer-normalised visual
@@ -35,6 +40,8 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from accelerate import Accelerator, DistributedDataParallelKwargs
+from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -51,6 +58,7 @@ from latentrl.config import (
 )
 from latentrl.eval.vqa import (
     EncodedRow,
+    accuracy_table,
     encode_rows,
     evaluate_vqa,
     format_table,
@@ -61,7 +69,7 @@ from latentrl.eval.vqa import (
     question_embeds,
 )
 from latentrl.io import write_json, write_jsonl
-from latentrl.losses.cocova import NoiseSchedule, diffusion_loss
+from latentrl.losses.cocova import NoiseSchedule, diffusion_loss, diffusion_noise
 from latentrl.models.latent_plugin import embedding_rms
 from latentrl.models.qformer import CoCoVaPlugin, CoCoVaPluginConfig, LQFormerSettings, pooled
 from latentrl.models.vision import (
@@ -74,10 +82,16 @@ from latentrl.rollout import make_engine
 from latentrl.tasks.vqa import get_vqa_task
 from latentrl.trainers.common import (
     MetricsLog,
+    Objective,
+    end_run,
+    gather_with_grad,
     latest_checkpoint,
+    mean_over_processes,
     plot_curves,
+    process_share,
     read_metrics,
     read_training_state,
+    require_even_split,
     save_checkpoint,
     write_training_state,
 )
@@ -127,6 +141,7 @@ class CoCoVaConfig:
     time_budget_s: float = 0.0
     """Stop after this many seconds of training (0: no limit), for equal-budget comparisons."""
     batch_size: int = 64
+    """Rows a step, over all processes (each takes ``batch_size / processes``)."""
     learning_rate: float = 1e-3
     gate_learning_rate: float = 0.02
     """Learning rate of the LQ-Former's gate alpha (a single scalar)."""
@@ -185,18 +200,28 @@ class CoCoVaTrainer:
                 raise ConfigError(
                     f"missing required key {key!r} (a model folder, Hub id or 'tiny')"
                 )
-        if cfg.vision_encoder == "tiny":
-            cfg.vision_encoder = str(pretrained_tiny_vit(cfg.tiny_vit, cfg.task.options))
-        if cfg.language_model == "tiny":
-            cfg.language_model = str(
-                pretrained_vqa_language_model(
-                    cfg.task.name,
-                    cfg.task.options,
-                    cfg.tiny_lm,
-                    cfg.tiny_lm_pretrain,
-                    thought_rate=cfg.tiny_lm_thought_rate,
+        self.accelerator = Accelerator(
+            cpu=True,  # the trainer keeps its tensors on the CPU
+            log_with=cfg.report_to or None,
+            project_dir=str(self.run_dir),
+            # Each auxiliary loss at weight 0 leaves its head without a gradient.
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+        )
+        require_even_split(self.accelerator, "batch_size", cfg.batch_size, "rows")
+        # The main process builds (and caches) the tiny models; the others then load them.
+        with self.accelerator.main_process_first():
+            if cfg.vision_encoder == "tiny":
+                cfg.vision_encoder = str(pretrained_tiny_vit(cfg.tiny_vit, cfg.task.options))
+            if cfg.language_model == "tiny":
+                cfg.language_model = str(
+                    pretrained_vqa_language_model(
+                        cfg.task.name,
+                        cfg.task.options,
+                        cfg.tiny_lm,
+                        cfg.tiny_lm_pretrain,
+                        thought_rate=cfg.tiny_lm_thought_rate,
+                    )
                 )
-            )
         self.run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, self.run_dir / "config.yaml")
         torch.manual_seed(cfg.seed)
@@ -263,11 +288,14 @@ class CoCoVaTrainer:
                 {"params": [p for p in trainable if p is not gate]},
                 {"params": [gate], "lr": cfg.gate_learning_rate, "weight_decay": 0.0},
             ]
-        self.optimizer = torch.optim.AdamW(
-            groups, lr=cfg.learning_rate, weight_decay=cfg.weight_decay
-        )
+        optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+            optimizer, lambda step: min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+        )
+        # DDP over every module with trainable weights (the LoRA language model too).
+        modules = {"plugin": self.plugin, **({"lm": self.lm} if cfg.lm_mode == "lora" else {})}
+        self.objective, self.optimizer = self.accelerator.prepare(
+            Objective(self._losses, **modules), optimizer
         )
         self.schedule = NoiseSchedule(cfg.diffusion_timesteps)
 
@@ -278,11 +306,16 @@ class CoCoVaTrainer:
         resume_from = latest_checkpoint(self.run_dir) if self.resume else None
         if resume_from is not None:
             self._load_checkpoint(resume_from)
-        self.metrics = MetricsLog(self.run_dir, resume_step=self.step if resume_from else None)
+        self.metrics = MetricsLog(
+            self.run_dir, self.accelerator, resume_step=self.step if resume_from else None
+        )
+        if cfg.report_to:
+            self.accelerator.init_trackers("latentrl-cocova", config=asdict(cfg))
 
     # ---- the objective -------------------------------------------------------------------
 
     def _next_batch(self) -> list[int]:
+        """The step's rows over all processes (each process draws all of them)."""
         picks = []
         while len(picks) < self.cfg.batch_size:
             if self.position >= len(self.order):
@@ -297,8 +330,9 @@ class CoCoVaTrainer:
     def _answer_loss(
         self, encoded: Sequence[EncodedRow], slots: torch.Tensor
     ) -> tuple[torch.Tensor, float]:
-        """Cross-entropy of the answers given the slot vectors [B, T, H], and the exact-match
-        rate of the teacher-forced argmax over the answer tokens."""
+        """Cross-entropy of the answers given the slot vectors [B, T, H] (this process's share
+        of the mean over all processes' answer tokens), and the exact-match rate of the
+        teacher-forced argmax over the answer tokens."""
         pad = self.tokenizer.pad_token_id
         width = slots.shape[1]
         ids, padding = pad_ids(
@@ -314,56 +348,90 @@ class CoCoVaTrainer:
         out = self.lm(inputs_embeds=embeds, attention_mask=(~padding).long(), labels=labels)
         predicted, targets = out.logits[:, :-1].argmax(-1), labels[:, 1:]
         exact = ((predicted == targets) | (targets == -100)).all(dim=1).float().mean().item()
-        return out.loss, exact
+        # Shares hold different numbers of answer tokens and DDP averages the shares'
+        # gradients: scaled so that the average is the mean over all answer tokens.
+        tokens = (targets != -100).sum()
+        total = self.accelerator.gather(tokens[None]).sum()
+        return out.loss * (tokens.item() * self.accelerator.num_processes / total.item()), exact
 
-    def _step(self) -> dict[str, float]:
+    def _losses(
+        self, picks: list[int], noise: tuple[torch.Tensor, torch.Tensor] | None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The objective on this process's rows ``picks`` (``noise``: their diffusion
+        timesteps and noise); called through DDP as :class:`Objective`'s forward."""
         cfg = self.cfg
-        picks = self._next_batch()
         encoded = [self.train_encoded[i] for i in picks]
         visual = self.train_visual[picks]
         text, pad = question_embeds(self.embed, encoded, self.tokenizer.pad_token_id)
-        self.plugin.train()
         out = self.plugin(visual, text, pad)
         answer_loss, exact = self._answer_loss(encoded, out.embeds)
         loss = cfg.answer_weight * answer_loss
         stats = {"answer_loss": answer_loss.item(), "answer_accuracy": exact}
+        if self.uses_thoughts:
+            # Step k's update relative to z_{k-1}: step 1 moves off the shared queries, the
+            # later steps refine image-dependent thoughts (near 0: the iterations do nothing).
+            stats |= {f"update_ratio_{k}": size for k, size in enumerate(out.update_sizes, 1)}
         if self.uses_thoughts and cfg.infonce_weight > 0:
-            contrast, contrast_stats = self.plugin.contrast(
-                pooled(out.latents), self.train_image[picks], mean_embedding(text, pad)
+            # In-batch negatives from every process's rows, as in one process.
+            pooled_latents, image, question = (
+                gather_with_grad(self.accelerator, x)
+                for x in (pooled(out.latents), self.train_image[picks], mean_embedding(text, pad))
             )
+            contrast, contrast_stats = self.plugin.contrast(pooled_latents, image, question)
             loss = loss + cfg.infonce_weight * contrast
             stats |= {"infonce_loss": contrast.item(), **contrast_stats}
-        if self.uses_thoughts and cfg.diffusion_weight > 0:
+        if noise is not None:
             # Unit-scale targets per token, the scale DDPM's schedule assumes.
             x0 = F.layer_norm(visual, visual.shape[-1:])
             reconstruction = diffusion_loss(
-                self.plugin.denoiser, x0, out.latents, self.schedule, self.noise_generator
+                self.plugin.denoiser, x0, out.latents, self.schedule, noise=noise
             )
             loss = loss + cfg.diffusion_weight * reconstruction
             stats["diffusion_loss"] = reconstruction.item()
-        loss.backward()
-        params = [p for group in self.optimizer.param_groups for p in group["params"]]
-        stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
+        stats["loss"] = loss.item()
+        return loss, stats
+
+    def _step(self) -> dict[str, float]:
+        cfg = self.cfg
+        picks = self._next_batch()
+        mine = process_share(self.accelerator, len(picks))
+        noise = None
+        if self.uses_thoughts and cfg.diffusion_weight > 0:
+            # Drawn for the whole batch on every process: the random stream does not
+            # depend on the number of processes.
+            shape = (len(picks), *self.train_visual.shape[1:])
+            t, eps = diffusion_noise(self.schedule, shape, self.noise_generator)
+            noise = t[mine], eps[mine]
+        self.plugin.train()
+        loss, stats = self.objective(picks[mine], noise)
+        self.accelerator.backward(loss)
+        stats["grad_norm"] = float(
+            self.accelerator.clip_grad_norm_(self.objective.parameters(), cfg.max_grad_norm)
+        )
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.uses_thoughts:
             stats["gate"] = math.tanh(self.plugin.lqformer.gate.item())
-            # Step k's update relative to z_{k-1}: step 1 moves off the shared queries, the
-            # later steps refine image-dependent thoughts (near 0: the iterations do nothing).
-            stats |= {f"update_ratio_{k}": size for k, size in enumerate(out.update_sizes, 1)}
-        stats["loss"] = loss.item()
-        return stats
+        return mean_over_processes(self.accelerator, stats)
 
     def train(self) -> None:
         cfg = self.cfg
-        bar = tqdm(total=cfg.steps, initial=self.step, desc="CoCoVa", mininterval=5.0)
+        bar = tqdm(
+            total=cfg.steps,
+            initial=self.step,
+            desc="CoCoVa",
+            mininterval=5.0,
+            disable=not self.accelerator.is_main_process,
+        )
         while self.step < cfg.steps and not (
             cfg.time_budget_s and self.elapsed >= cfg.time_budget_s
         ):
             started = time.perf_counter()
             metrics = self._step()
-            self.elapsed += time.perf_counter() - started
+            # The slowest process's time: all processes stop at the same step.
+            seconds = torch.tensor([time.perf_counter() - started], dtype=torch.float64)
+            self.elapsed += self.accelerator.gather(seconds).max().item()
             self.step += 1
             metrics |= {"lr": self.scheduler.get_last_lr()[0], "elapsed_s": self.elapsed}
             if cfg.eval_every and self.step % cfg.eval_every == 0:
@@ -382,27 +450,39 @@ class CoCoVaTrainer:
     # ---- evaluation ----------------------------------------------------------------------
 
     def _decoding_model(self) -> str:
-        """The folder the rollout engine decodes: the language model, LoRA merged in."""
+        """The folder the rollout engine decodes: the language model, LoRA merged in
+        (written by the main process)."""
         if self.cfg.lm_mode == "frozen":
             return str(self.cfg.language_model)
         folder = self.run_dir / "language_model"
-        merged = copy.deepcopy(self.lm).merge_and_unload()
-        merged.save_pretrained(folder)
-        self.tokenizer.save_pretrained(folder)
+        with self.accelerator.main_process_first():
+            if self.accelerator.is_main_process:
+                merged = copy.deepcopy(self.lm).merge_and_unload()
+                merged.save_pretrained(folder)
+                self.tokenizer.save_pretrained(folder)
         return str(folder)
 
     def evaluate(self, with_plugin: bool = True) -> tuple[dict[str, float], list[dict]]:
         """Greedy answers on the held-out rows through the rollout engine; without the
-        plugin the latent slot is empty (the language model sees the question only)."""
+        plugin the latent slot is empty (the language model sees the question only).
+        Each process answers a contiguous share of the rows; all get the whole result."""
         if self.engine is None or self.cfg.lm_mode == "lora":
             if self.engine is not None:
                 self.engine.close()
             self.engine = make_engine(self._decoding_model(), self.cfg.rollout)
         self.plugin.eval()
-        return evaluate_vqa(
+        mine = process_share(self.accelerator, len(self.eval_rows))
+        result, samples = evaluate_vqa(
             self.engine, self.tokenizer, self.embed, self.plugin if with_plugin else None,
-            self.eval_rows, self.eval_encoded, self.eval_visual, self.cfg.decode_max_tokens,
+            self.eval_rows[mine], self.eval_encoded[mine], self.eval_visual[mine],
+            self.cfg.decode_max_tokens,
         )  # fmt: skip
+        if self.accelerator.num_processes == 1:
+            return result, samples
+        samples = gather_object(samples)  # in process order: the rows' order
+        result = accuracy_table(samples, [sample["correct"] for sample in samples])
+        result["mean_iterations"] = sum(s["iterations"] for s in samples) / len(samples)
+        return result, samples
 
     # ---- checkpoints ---------------------------------------------------------------------
 
@@ -422,6 +502,8 @@ class CoCoVaTrainer:
                 order=self.order, lora=self._lora_state(),
             )  # fmt: skip
 
+        if not self.accelerator.is_main_process:
+            return self.run_dir
         return save_checkpoint(self.run_dir, self.step, write)
 
     def _load_checkpoint(self, folder: Path) -> None:
@@ -443,15 +525,17 @@ class CoCoVaTrainer:
         if self.cfg.lm_mode == "lora":
             self.plugin.config.language_model = self._decoding_model()
         self.plugin.config.extra = {"steps": self.step, "train_seconds": round(self.elapsed, 1)}
-        self.plugin.save_pretrained(plugin_dir)
-        plot_curves(
-            read_metrics(self.run_dir / "metrics.jsonl"),
-            CURVE_KEYS,
-            self.run_dir / "curves.png",
-            "CoCoVa training",
-        )
+        if self.accelerator.is_main_process:
+            self.plugin.save_pretrained(plugin_dir)
+            plot_curves(
+                read_metrics(self.run_dir / "metrics.jsonl"),
+                CURVE_KEYS,
+                self.run_dir / "curves.png",
+                "CoCoVa training",
+            )
         if self.engine is not None:
             self.engine.close()
+        end_run(self.accelerator)
 
 
 def main(config_path: str | None, overrides: Sequence[str], resume: bool = False) -> int:
@@ -462,6 +546,8 @@ def main(config_path: str | None, overrides: Sequence[str], resume: bool = False
     trainer.train()
     result, samples = trainer.evaluate()
     trainer.cleanup()
+    if not trainer.accelerator.is_main_process:
+        return 0
     baseline = majority_table(trainer.eval_rows, trainer.majority)
     baseline |= {
         f"question_only_{k}": v for k, v in question_only.items() if k.startswith("accuracy")

@@ -7,9 +7,6 @@ single-process run up to float summation order, and a checkpoint resumes with ei
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +14,7 @@ import torch
 
 from latentrl.models.latent_plugin import LatentPlugin
 from latentrl.trainers.common import read_metrics
-from tests.conftest import REPO_ROOT
+from tests.distributed import accelerate_launch, assert_same_metrics, assert_same_weights
 from tests.trainers.test_dlr import CONFIG, TIMING_KEYS, _run, small_run
 
 # Four questions x G=4 a step, shared by two processes: two questions each.
@@ -26,28 +23,18 @@ STEPS = ("steps=4",)
 
 def _launch(model_dir: Path, output_dir: Path, *overrides: str, resume: bool = False) -> None:
     """``accelerate launch --num_processes 2 latentrl train dlr ...`` in a subprocess."""
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "-m", "latentrl.cli", "train", "dlr", "--config", str(CONFIG),
-        *small_run(model_dir, output_dir, *overrides), *(["--resume"] if resume else []),
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
+    accelerate_launch(
+        "train", "dlr", "--config", str(CONFIG), *small_run(model_dir, output_dir, *overrides),
+        *(["--resume"] if resume else []),
+    )  # fmt: skip
 
 
 def assert_same_run(a: Path, b: Path) -> None:
-    rows_a, rows_b = read_metrics(a / "metrics.jsonl"), read_metrics(b / "metrics.jsonl")
-    assert [r["step"] for r in rows_a] == [r["step"] for r in rows_b] == [1, 2, 3, 4]
-    for ra, rb in zip(rows_a, rows_b, strict=True):
-        for key, value in ra.items():
-            if key not in TIMING_KEYS:
-                assert rb[key] == pytest.approx(value, rel=1e-4, abs=1e-5), (ra["step"], key)
-    plugin_a = LatentPlugin.from_pretrained(a / "plugin").state_dict()
-    plugin_b = LatentPlugin.from_pretrained(b / "plugin").state_dict()
-    for name, tensor in plugin_a.items():
-        torch.testing.assert_close(plugin_b[name], tensor, rtol=1e-3, atol=1e-4, msg=name)
+    assert_same_metrics(a, b, 4, TIMING_KEYS)
+    assert_same_weights(
+        LatentPlugin.from_pretrained(a / "plugin").state_dict(),
+        LatentPlugin.from_pretrained(b / "plugin").state_dict(),
+    )
 
 
 @pytest.fixture(scope="module")
