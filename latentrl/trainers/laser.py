@@ -15,8 +15,13 @@ shared rollout engine (``rationale`` settings) and cached as JSONL.
 Simplified relative to the paper: documents are encoded by the same latent view with
 gradient (no cached document bank); hard negatives are mined once by BM25 (bm25s) from the
 corpus minus the held-out queries' documents; another relevant document of a query that
-lands in its batch counts as a negative, as in most in-batch training; one process only
-(batches are not sharded across accelerate processes yet).
+lands in its batch counts as a negative, as in most in-batch training.
+
+Under ``accelerate launch --num_processes N`` each process encodes a contiguous share of
+every step's queries (``batch_size`` must divide by N) and of its documents; the document
+vectors are gathered with their gradients, so every query scores against the whole batch's
+documents and the loss and the trained retriever are those of one process. Evaluation
+encodes a share of the corpus and of the queries per process.
 """
 
 from __future__ import annotations
@@ -29,13 +34,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, DistributedDataParallelKwargs
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, get_cosine_schedule_with_warmup
 
 from latentrl.config import (
-    ConfigError,
     LaSERConfig,
     RationaleConfig,
     RolloutConfig,
@@ -53,10 +58,16 @@ from latentrl.tasks.retrieval import RetrievalData, get_retrieval_task
 from latentrl.tasks.sources import read_jsonl
 from latentrl.trainers.common import (
     MetricsLog,
+    Objective,
+    end_run,
+    gather_with_grad,
     latest_checkpoint,
+    mean_over_processes,
     plot_curves,
+    process_share,
     read_metrics,
     read_training_state,
+    require_even_split,
     save_checkpoint,
     write_training_state,
 )
@@ -158,6 +169,23 @@ def backbone_path(cfg: LaSERConfig) -> str:
     )
 
 
+class ShardedRetrieverModel(RetrieverModel):
+    """:class:`RetrieverModel` over several processes: each encodes a contiguous share of
+    the texts, and every process gets all the vectors."""
+
+    def __init__(self, retriever: LaSERRetriever, batch_size: int, accelerator: Accelerator):
+        super().__init__(retriever, batch_size)
+        self.accelerator = accelerator
+
+    def _encode(self, texts: Sequence[str], max_tokens: int, batch_size: int | None) -> np.ndarray:
+        mine = process_share(self.accelerator, len(texts))
+        vectors = torch.from_numpy(super()._encode(texts[mine], max_tokens, batch_size))
+        gathered = gather_with_grad(
+            self.accelerator, vectors.to(self.accelerator.device), len(texts)
+        )
+        return gathered.cpu().numpy()
+
+
 # ---- the recipe ------------------------------------------------------------------------------
 
 
@@ -175,21 +203,21 @@ class LaSERTrainer:
             cpu=not torch.cuda.is_available(),
             log_with=cfg.report_to or None,
             project_dir=str(self.run_dir),
+            # With one latent step (retriever.latent_steps=1) the LM head goes unused.
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
         )
-        if self.accelerator.num_processes > 1:
-            # Batches are not sharded nor in-batch documents gathered across processes yet.
-            raise ConfigError(
-                f"train laser runs in one process; got {self.accelerator.num_processes} "
-                "(launch it without accelerate's multi-process settings)"
-            )
+        require_even_split(self.accelerator, "batch_size", cfg.batch_size, "queries")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, self.run_dir / "config.yaml")
         torch.manual_seed(cfg.seed)
         self.data_generator = torch.Generator().manual_seed(cfg.seed + 1)
 
         self.train_data, self.eval_data = self._load_data(cfg.task)
-        self.backbone = backbone_path(cfg)
-        self.rationales = self._rationales() if cfg.loss.needs_explicit_view else {}
+        # The main process builds the tiny backbone and generates the missing rationales
+        # (both cached); the others then read them.
+        with self.accelerator.main_process_first():
+            self.backbone = backbone_path(cfg)
+            self.rationales = self._rationales() if cfg.loss.needs_explicit_view else {}
         held_out = {d for q in self.eval_data.queries for d in self.eval_data.qrels[q]}
         pool = [d for d in self.train_data.corpus if d not in held_out]
         self.negatives = (
@@ -198,13 +226,15 @@ class LaSERTrainer:
             else {}
         )
 
-        retriever = LaSERRetriever.from_backbone(self.backbone, cfg.retriever)
-        trainable = [p for p in retriever.parameters() if p.requires_grad]
+        self.retriever = LaSERRetriever.from_backbone(self.backbone, cfg.retriever)
+        trainable = [p for p in self.retriever.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(
             trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay
         )
         self.scheduler = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, cfg.steps)
-        self.model, self.optimizer = self.accelerator.prepare(retriever, optimizer)
+        self.objective, self.optimizer = self.accelerator.prepare(
+            Objective(self._losses, retriever=self.retriever), optimizer
+        )
         self.loss = LaSERLoss(**asdict(cfg.loss))
 
         self.step, self.position = 0, 0
@@ -241,11 +271,8 @@ class LaSERTrainer:
         generated = cached_rationales(missing, model, cfg.rationale, cfg.rollout, label)
         return {**data.rationales, **generated}
 
-    @property
-    def retriever(self) -> LaSERRetriever:
-        return self.accelerator.unwrap_model(self.model)
-
     def _next_queries(self) -> list[str]:
+        """The step's queries over all processes (each process draws all of them)."""
         picks = []
         while len(picks) < self.cfg.batch_size:
             if self.position >= len(self.order):
@@ -267,25 +294,46 @@ class LaSERTrainer:
         where = {d: i for i, d in enumerate(documents)}
         return documents, torch.tensor([where[d] for d in positives])
 
+    def _losses(
+        self, query_ids: Sequence[str], doc_ids: Sequence[str], num_documents: int, positives
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """:class:`LaSERLoss` of this process's queries against the batch's ``num_documents``
+        documents, of which this process encodes ``doc_ids``; ``positives`` [B] index the
+        batch's documents. Called through DDP as :class:`Objective`'s forward."""
+        data, retriever = self.train_data, self.retriever
+        documents, _ = retriever.encode_latent(
+            [data.corpus[d] for d in doc_ids], retriever.settings.max_document_tokens
+        )
+        # Every process's documents, with gradient: each query meets the whole batch's.
+        documents = gather_with_grad(self.accelerator, documents, num_documents)
+        rationales = (
+            [self.rationales[q] for q in query_ids] if self.cfg.loss.needs_explicit_view else None
+        )
+        views = retriever.query_views([data.queries[q] for q in query_ids], rationales)
+        return self.loss(views, documents, positives.to(documents.device))
+
     def train(self) -> None:
-        cfg, data = self.cfg, self.train_data
-        bar = tqdm(total=cfg.steps, initial=self.step, desc="LaSER")
-        self.model.train()
+        cfg = self.cfg
+        bar = tqdm(
+            total=cfg.steps,
+            initial=self.step,
+            desc="LaSER",
+            disable=not self.accelerator.is_main_process,
+        )
+        self.retriever.train()
         while self.step < cfg.steps:
             started = time.perf_counter()
             query_ids = self._next_queries()
             doc_ids, positives = self._batch_documents(query_ids)
-            retriever = self.retriever
-            documents, _ = retriever.encode_latent(
-                [data.corpus[d] for d in doc_ids], retriever.settings.max_document_tokens
+            mine = process_share(self.accelerator, len(query_ids))
+            my_docs = process_share(self.accelerator, len(doc_ids))
+            loss, stats = self.objective(
+                query_ids[mine], doc_ids[my_docs], len(doc_ids), positives[mine]
             )
-            rationales = (
-                [self.rationales[q] for q in query_ids] if cfg.loss.needs_explicit_view else None
-            )
-            views = retriever.query_views([data.queries[q] for q in query_ids], rationales)
-            loss, stats = self.loss(views, documents, positives.to(documents.device))
             self.accelerator.backward(loss)
-            grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+            grad_norm = self.accelerator.clip_grad_norm_(
+                self.retriever.parameters(), cfg.max_grad_norm
+            )
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             self.scheduler.step()
@@ -293,7 +341,7 @@ class LaSERTrainer:
             self.metrics.log(
                 self.step,
                 {
-                    **stats,
+                    **mean_over_processes(self.accelerator, stats),
                     "grad_norm": float(grad_norm),
                     "lr": self.scheduler.get_last_lr()[0],
                     "documents": len(doc_ids),
@@ -310,7 +358,7 @@ class LaSERTrainer:
 
     def evaluate(self) -> dict[str, float]:
         """Ranking metrics on the held-out queries against the whole corpus."""
-        model = RetrieverModel(self.retriever, self.cfg.encode_batch_size)
+        model = ShardedRetrieverModel(self.retriever, self.cfg.encode_batch_size, self.accelerator)
         return evaluate_retriever(model, self.eval_data)
 
     # ---- checkpoints ---------------------------------------------------------------------
@@ -324,6 +372,8 @@ class LaSERTrainer:
                 order=self.order,
             )  # fmt: skip
 
+        if not self.accelerator.is_main_process:
+            return self.run_dir
         return save_checkpoint(self.run_dir, self.step, write)
 
     def _load_checkpoint(self, folder: Path) -> None:
@@ -337,15 +387,15 @@ class LaSERTrainer:
 
     def cleanup(self) -> None:
         """Save the retriever and the curves; close the trackers."""
-        self.retriever.save_pretrained(self.run_dir / "retriever")
-        plot_curves(
-            read_metrics(self.run_dir / "metrics.jsonl"),
-            CURVE_KEYS,
-            self.run_dir / "curves.png",
-            "LaSER training",
-        )
-        for tracker in self.accelerator.trackers:
-            tracker.finish()
+        if self.accelerator.is_main_process:
+            self.retriever.save_pretrained(self.run_dir / "retriever")
+            plot_curves(
+                read_metrics(self.run_dir / "metrics.jsonl"),
+                CURVE_KEYS,
+                self.run_dir / "curves.png",
+                "LaSER training",
+            )
+        end_run(self.accelerator)
 
 
 def main(config_path: str | None, overrides: Sequence[str], resume: bool = False) -> int:
@@ -356,6 +406,8 @@ def main(config_path: str | None, overrides: Sequence[str], resume: bool = False
     trainer.train()
     after = trainer.evaluate()
     trainer.cleanup()
+    if not trainer.accelerator.is_main_process:
+        return 0
     write_json(
         trainer.run_dir / "summary.json", {"before": before, "after": after, "steps": trainer.step}
     )
