@@ -41,3 +41,11 @@ def assert_same_plugin(a, b):
         CoCoVaPlugin.from_pretrained(a / "plugin").state_dict(),
         CoCoVaPlugin.from_pretrained(b / "plugin").state_dict(),
     )
+
+
+def test_a_batch_that_does_not_split_over_the_processes_is_a_config_error(
+    tiny_vqa_models, tmp_path
+):
+    done = accelerate_launch(*run_args(tiny_vqa_models, tmp_path, "batch_size=7"), check=False)
+    assert done.returncode != 0
+    assert "config error: batch_size: 7 rows can't be split evenly over 2 processes" in done.stderr
