@@ -283,6 +283,10 @@ class DLRConfig:
     warmup_steps: int = 0
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
+    gradient_accumulation_steps: int = 1
+    """Micro-batches per optimiser step: each process's questions are split into this many
+    and accelerate accumulates their gradients (memory for a large assistant). The
+    contrastive term's negatives then come from one micro-batch at a time."""
 
     contrastive: Literal["none", "reward_infonce", "mv_infonce", "mv_dhel"] = "reward_infonce"
     contrastive_weight: float = 0.05
@@ -319,6 +323,7 @@ class DLRConfig:
             self, "steps", "questions_per_step", "group_size", "decode_k", "ppo_epochs",
             "decode_max_tokens", "eval_problems", "warm_start_batch_size", "clip_eps",
             "learning_rate", "contrastive_tau", "max_grad_norm", "warm_start_learning_rate",
+            "gradient_accumulation_steps",
         )  # fmt: skip
         require_non_negative(
             self, "kl_coef", "entropy_coef", "contrastive_weight", "value_coef",
@@ -627,9 +632,11 @@ class LaSERLossConfig:
     """KL(p_explicit || p_latent) over the batch's documents, teacher detached."""
     trajectory_weight: float = 0.1
     trajectory_tau: float = 0.05
+    distill_tau: float | None = None
+    """Temperature of the distillation's two score distributions; unset: ``tau`` (the paper)."""
 
     def __post_init__(self) -> None:
-        require_positive(self, "tau", "trajectory_tau")
+        require_positive(self, "tau", "trajectory_tau", "distill_tau")
         require_non_negative(
             self, "latent_weight", "explicit_weight", "distill_weight", "trajectory_weight"
         )

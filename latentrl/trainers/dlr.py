@@ -129,14 +129,16 @@ class DLRTrainer:
             mixed_precision="no" if cfg.mixed_precision == "none" else cfg.mixed_precision,
             log_with=cfg.report_to or None,
             project_dir=str(self.run_dir),
+            gradient_accumulation_steps=cfg.gradient_accumulation_steps,
             # The projector gets no gradient from the RL losses (only the warm start uses it).
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
         )
         processes = self.accelerator.num_processes
-        if cfg.questions_per_step % processes:
+        if cfg.questions_per_step % (processes * cfg.gradient_accumulation_steps):
             raise ConfigError(
                 f"questions_per_step: {cfg.questions_per_step} questions can't be split "
-                f"evenly over {processes} processes"
+                f"evenly over {processes} processes x {cfg.gradient_accumulation_steps} "
+                "micro-batches (gradient_accumulation_steps)"
             )
         self.run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, self.run_dir / "config.yaml")
@@ -416,53 +418,71 @@ class DLRTrainer:
         )
 
     def _update(self, rollout: Rollout) -> dict[str, float]:
+        """``ppo_epochs`` optimiser steps on this batch; with gradient accumulation, each is
+        accumulated by accelerate over micro-batches of this process's questions."""
         cfg = self.cfg
-        judged = ~rollout.rewards.isnan()
         advantages = self.advantages(rollout.rewards, **self.advantage_options)
-        # The contrastive term needs a number for every latent: an unjudged one counts as a
-        # failure there (it is also excluded from advantages and counted in `unjudged`).
-        contrast_rewards = rollout.rewards.nan_to_num(0.0)
-        stats: dict[str, float] = {}
-        contrast_rewards = self._gather(contrast_rewards)
+        parts = cfg.gradient_accumulation_steps
+        size = len(rollout.rewards) // parts
+        micro_batches = [slice(i * size, (i + 1) * size) for i in range(parts)]
         for _ in range(cfg.ppo_epochs):
-            dist, predicted = self.plugin(rollout.input_ids, rollout.attention_mask, rollout.z)
-            mean, log_std = dist.mean[:, None], dist.log_std[:, None]  # [Q, 1, N, d_z]
-            logp = gaussian_log_prob(rollout.z, mean, log_std, event_dims=2)  # [Q, K]
-            kl = None
-            if self.reference is not None:
-                with torch.no_grad():
-                    ref = self.reference.distribution(rollout.input_ids, rollout.attention_mask)
-                kl = gaussian_kl(dist.mean, dist.log_std, ref.mean, ref.log_std)  # [Q]
-                kl = kl[:, None].expand_as(logp).flatten()
-            entropy = gaussian_entropy(dist.log_std)[:, None].expand_as(logp).flatten()
-            loss, stats = self.ppo(
-                logp.flatten(),
-                rollout.logp_old.flatten(),
-                advantages.flatten(),
-                kl=kl,
-                entropy=entropy,
-            )
-            if self.contrastive is not None:
-                # The same noise through the current policy: gradients reach mean and std.
-                # Negatives come from every process's questions, as in one process.
-                z_now = gather_with_grad(
-                    self.accelerator, (mean + log_std.exp() * rollout.eps).flatten(2)
-                )
-                contrast, contrast_stats = self.contrastive(z_now, contrast_rewards)
-                loss = loss + cfg.contrastive_weight * contrast
-                stats.update(contrast_stats)
-            v_loss, v_stats = value_loss(predicted[judged], rollout.rewards[judged])
-            loss = loss + cfg.value_coef * v_loss
-            stats.update(v_stats)
-            self.accelerator.backward(loss)
-            stats["grad_norm"] = float(
-                self.accelerator.clip_grad_norm_(self.plugin.parameters(), cfg.max_grad_norm)
-            )
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
+            parts_stats = []  # the last epoch's, averaged: equal micro-batches, batch means
+            for part in micro_batches:
+                with self.accelerator.accumulate(self.plugin):
+                    loss, stats = self._loss(rollout, advantages, part)
+                    parts_stats.append(stats)
+                    self.accelerator.backward(loss)
+                    if self.accelerator.sync_gradients:
+                        grad_norm = self.accelerator.clip_grad_norm_(
+                            self.plugin.parameters(), cfg.max_grad_norm
+                        )
+                    self.optimizer.step()  # accelerate steps only once the micro-batches are in
+                    self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
-        stats["latent_std"] = dist.log_std.exp().mean().item()
+        stats = {key: sum(p[key] for p in parts_stats) / parts for key in parts_stats[0]}
+        stats["grad_norm"] = float(grad_norm)
         return mean_over_processes(self.accelerator, stats)
+
+    def _loss(
+        self, rollout: Rollout, advantages: torch.Tensor, part: slice
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The whole objective on the questions ``part`` of this process's batch."""
+        cfg = self.cfg
+        input_ids, mask = rollout.input_ids[part], rollout.attention_mask[part]
+        z, eps, rewards = rollout.z[part], rollout.eps[part], rollout.rewards[part]
+        dist, predicted = self.plugin(input_ids, mask, z)
+        mean, log_std = dist.mean[:, None], dist.log_std[:, None]  # [Q, 1, N, d_z]
+        logp = gaussian_log_prob(z, mean, log_std, event_dims=2)  # [Q, K]
+        kl = None
+        if self.reference is not None:
+            with torch.no_grad():
+                ref = self.reference.distribution(input_ids, mask)
+            kl = gaussian_kl(dist.mean, dist.log_std, ref.mean, ref.log_std)  # [Q]
+            kl = kl[:, None].expand_as(logp).flatten()
+        entropy = gaussian_entropy(dist.log_std)[:, None].expand_as(logp).flatten()
+        loss, stats = self.ppo(
+            logp.flatten(),
+            rollout.logp_old[part].flatten(),
+            advantages[part].flatten(),
+            kl=kl,
+            entropy=entropy,
+        )
+        if self.contrastive is not None:
+            # The same noise through the current policy: gradients reach mean and std.
+            # Negatives come from every process's questions, as in one process. The term
+            # needs a number for every latent: an unjudged one counts as a failure here (it
+            # is also excluded from advantages and counted in `unjudged`).
+            z_now = gather_with_grad(self.accelerator, (mean + log_std.exp() * eps).flatten(2))
+            contrast, contrast_stats = self.contrastive(
+                z_now, self._gather(rewards.nan_to_num(0.0))
+            )
+            loss = loss + cfg.contrastive_weight * contrast
+            stats.update(contrast_stats)
+        judged = ~rewards.isnan()
+        v_loss, v_stats = value_loss(predicted[judged], rewards[judged])
+        stats.update(v_stats)
+        stats["latent_std"] = dist.log_std.exp().mean().item()
+        return loss + cfg.value_coef * v_loss, stats
 
     def train(self) -> None:
         cfg = self.cfg

@@ -218,3 +218,33 @@ def test_fingerprint_sees_a_one_element_change():
         layer.weight[0, 0] += 1
     after = fingerprint(layer)
     assert after["weight"] != before["weight"] and after["bias"] == before["bias"]
+
+
+def test_gradient_accumulation_matches_one_batch(tiny_model_dir, tmp_path):
+    """Two micro-batches accumulated by accelerate train as one batch of both (without the
+    contrastive term, whose negatives would differ)."""
+    whole, accumulated = tmp_path / "whole", tmp_path / "accumulated"
+    _run(tiny_model_dir, whole, "steps=2", "contrastive=none")
+    _run(
+        tiny_model_dir, accumulated, "steps=2", "contrastive=none", "gradient_accumulation_steps=2"
+    )
+    a = LatentPlugin.from_pretrained(whole / "plugin").state_dict()
+    b = LatentPlugin.from_pretrained(accumulated / "plugin").state_dict()
+    for name, tensor in a.items():
+        torch.testing.assert_close(b[name], tensor, rtol=1e-3, atol=1e-5, msg=name)
+    rows_a, rows_b = (
+        read_metrics(whole / "metrics.jsonl"),
+        read_metrics(accumulated / "metrics.jsonl"),
+    )
+    for ra, rb in zip(rows_a, rows_b, strict=True):
+        for key in ("reward_mean", "accuracy", "value_mae", "latent_std", "grad_norm"):
+            assert rb[key] == pytest.approx(ra[key], rel=1e-4, abs=1e-6), (ra["step"], key)
+
+
+def test_gradient_accumulation_must_divide_the_batch(tiny_model_dir, tmp_path):
+    cfg = load_config(
+        DLRConfig, CONFIG, small_run(tiny_model_dir, tmp_path, "gradient_accumulation_steps=3")
+    )
+    message = "questions_per_step: 4 questions can't be split evenly over 1 processes x 3"
+    with pytest.raises(ConfigError, match=message):
+        DLRTrainer(cfg).setup()
