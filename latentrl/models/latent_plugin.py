@@ -172,13 +172,21 @@ class LatentPlugin(nn.Module):
         return LatentDistribution(mean, log_std, states.mean(dim=1))
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, z: torch.Tensor
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        z: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
     ) -> tuple[LatentDistribution, torch.Tensor]:
-        """The policy for a batch of questions and the value of their latents z [B, G, N, d_z].
+        """Training goes through here, so that a DDP/FSDP wrapper sees every trainable use.
 
-        Training goes through here so that a DDP/FSDP wrapper sees every trainable use.
+        RL passes sampled latents z [B, G, N, d_z] and gets the policy and their values
+        [B, G]; the warm start passes ``noise`` [B, N, d_z] and gets the policy and the
+        projected reparameterised latents [B, N, H] (gradients reach the projector).
         """
         dist = self.distribution(input_ids, attention_mask)
+        if noise is not None:
+            return dist, self.projector(dist.mean + dist.log_std.exp() * noise)
         return dist, self.value(dist.features, z)
 
     def value(self, features: torch.Tensor, z: torch.Tensor) -> torch.Tensor:

@@ -62,6 +62,7 @@ from latentrl.trainers.common import (
     process_share,
     read_metrics,
     read_training_state,
+    require_even_split,
     save_checkpoint,
     write_training_state,
 )
@@ -311,39 +312,61 @@ class DLRTrainer:
 
     def warm_start(self) -> None:
         """Supervised: cross-entropy of the gold solution given sampled latents, through the
-        frozen main model (trains assistant, latent head and projector)."""
+        frozen main model (trains assistant, latent head and projector). Each process takes
+        a contiguous share of every batch; DDP averages the gradients."""
         cfg = self.cfg
         if cfg.warm_start_steps == 0 or self.step > 0:
             return
+        require_even_split(
+            self.accelerator, "warm_start_batch_size", cfg.warm_start_batch_size, "questions"
+        )
         policy = self.policy
         optimizer = torch.optim.AdamW(
             [p for p in policy.parameters() if p.requires_grad], lr=cfg.warm_start_learning_rate
         )
-        eos = self.tokenizer.eos_token_id
+        shape = (cfg.warm_start_batch_size, cfg.plugin.num_latents, cfg.plugin.latent_dim)
         bar = tqdm(
             range(cfg.warm_start_steps),
             desc="warm start",
             disable=not self.accelerator.is_main_process,
         )
         for _ in bar:
+            # The whole batch and its noise on every process, so the data order and the
+            # trained plugin do not depend on the number of processes.
             picks = torch.randint(
                 len(self.train_rows), (cfg.warm_start_batch_size,), generator=self.data_generator
             )
-            rows = [self.train_rows[i] for i in picks.tolist()]
-            dist = policy.distribution(*policy.encode_questions([r["question"] for r in rows]))
-            z = dist.mean + dist.log_std.exp() * torch.randn(
-                dist.mean.shape, generator=self.sample_generator
-            )
-            latents = policy.projector(z)  # [B, N, H], with gradient
-            loss = self._solution_loss(rows, latents, eos)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+            noise = torch.randn(shape, generator=self.sample_generator)
+            share = process_share(self.accelerator, cfg.warm_start_batch_size)
+            rows = [self.train_rows[i] for i in picks[share].tolist()]
+            loss = self._warm_start_loss(rows, noise[share])
+            self.accelerator.backward(loss)
+            self.accelerator.clip_grad_norm_(self.plugin.parameters(), cfg.max_grad_norm)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             bar.set_postfix(loss=f"{loss.item():.3f}")
 
-    def _solution_loss(self, rows: Sequence[dict], latents: torch.Tensor, eos: int) -> torch.Tensor:
+    def _warm_start_loss(self, rows: Sequence[dict], noise: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy over every process's solution tokens; this process's part."""
+        encoded = self.policy.encode_questions([r["question"] for r in rows])
+        _, latents = self.plugin(*encoded, noise=noise)  # [B, N, H], through DDP
+        inputs, labels, mask = self._solution_batch(rows, latents)
+        logits = self.main_model(inputs_embeds=inputs, attention_mask=mask).logits
+        summed = torch.nn.functional.cross_entropy(
+            logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), reduction="sum"
+        )
+        # DDP averages the processes' gradients, so each divides by all tokens / processes.
+        tokens = (labels[:, 1:] != -100).sum()
+        total = self.accelerator.gather(tokens[None]).sum()
+        return summed * self.accelerator.num_processes / total
+
+    def _solution_batch(
+        self, rows: Sequence[dict], latents: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Main-model inputs [B, L, H] (prompt with latents, then the gold solution and EOS),
+        labels [B, L] on the solution only, and the attention mask; right-padded."""
         embed = self.main_embeddings
+        eos = self.tokenizer.eos_token_id
         inputs, labels = [], []
         for row, vectors in zip(rows, latents, strict=True):
             prompt = self.policy.inject(embed, self.tokenizer, row["prompt"], vectors)
@@ -361,7 +384,7 @@ class DLRTrainer:
             padded[i, : x.shape[0]] = x
             label_ids[i, : len(label)] = torch.tensor(label)
             mask[i, : x.shape[0]] = 1
-        return self.main_model(inputs_embeds=padded, attention_mask=mask, labels=label_ids).loss
+        return padded, label_ids, mask
 
     # ---- RL ------------------------------------------------------------------------------
 

@@ -17,8 +17,11 @@ from latentrl.trainers.common import read_metrics
 from tests.distributed import accelerate_launch, assert_same_metrics, assert_same_weights
 from tests.trainers.test_dlr import CONFIG, TIMING_KEYS, _run, small_run
 
-# Four questions x G=4 a step, shared by two processes: two questions each.
-STEPS = ("steps=4",)
+# Four questions x G=4 a step, shared by two processes: two questions each; so is each
+# warm-start batch (a resumed run skips the warm start).
+WARM_START = ("warm_start_steps=2", "warm_start_batch_size=4")
+STEPS = ("steps=4", *WARM_START)
+HALF = ("steps=2", *WARM_START)
 
 
 def _launch(model_dir: Path, output_dir: Path, *overrides: str, resume: bool = False) -> None:
@@ -46,7 +49,7 @@ def single_process_run(tiny_model_dir, tmp_path_factory) -> Path:
 
 def test_two_processes_match_one_then_resume_with_one(tiny_model_dir, single_process_run, tmp_path):
     run = tmp_path / "two_then_one"
-    _launch(tiny_model_dir, run, "steps=2")
+    _launch(tiny_model_dir, run, *HALF)
     _run(tiny_model_dir, run, *STEPS, resume=True)
     assert_same_run(single_process_run, run)
     # Every process logged through one writer: one line per step, not one per process.
@@ -55,7 +58,7 @@ def test_two_processes_match_one_then_resume_with_one(tiny_model_dir, single_pro
 
 def test_one_process_resumes_with_two(tiny_model_dir, single_process_run, tmp_path):
     run = tmp_path / "one_then_two"
-    _run(tiny_model_dir, run, "steps=2")
+    _run(tiny_model_dir, run, *HALF)
     _launch(tiny_model_dir, run, *STEPS, resume=True)
     assert_same_run(single_process_run, run)
 
