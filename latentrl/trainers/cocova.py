@@ -143,8 +143,10 @@ class CoCoVaConfig:
     batch_size: int = 64
     """Rows a step, over all processes (each takes ``batch_size / processes``)."""
     learning_rate: float = 1e-3
-    gate_learning_rate: float = 0.02
-    """Learning rate of the LQ-Former's gate alpha (a single scalar)."""
+    gate_learning_rate: float = 1e-3
+    """Learning rate of the LQ-Former's gate alpha (a single scalar, no weight decay).
+    Measured on ``shapes_vqa``: at 0.05 the gate opens within a few hundred steps and
+    accuracy drops; at the model's learning rate the block's update grows instead."""
     warmup_steps: int = 50
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
