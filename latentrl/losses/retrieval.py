@@ -4,8 +4,10 @@ With unit-norm query vectors q and document vectors d (the batch's positives and
 negatives, N in all) and S = q d^T:
 
     loss = w_lat * CE(S_latent / tau) + w_exp * CE(S_explicit / tau)
-         + w_kd  * KL(p_explicit || p_latent)          p = softmax(S / tau), teacher detached
+         + w_kd  * KL(p_explicit || p_latent)          p = softmax(S / tau_kd), teacher detached
          + w_traj * L_traj
+
+tau_kd is ``distill_tau``, ``tau`` itself unless set (the paper uses one temperature).
 
 L_traj aligns latent step i (of K) with explicit segment j_i = round(linspace(0, M-1, K)[i])
 (of the query's M rationale segments) by KL(p_segment || p_step) over the batch's
@@ -103,10 +105,13 @@ class LaSERLoss:
         distill_weight: float = 10.0,
         trajectory_weight: float = 0.1,
         trajectory_tau: float = 0.05,
+        distill_tau: float | None = None,
     ) -> None:
-        if tau <= 0 or trajectory_tau <= 0:
+        distill_tau = tau if distill_tau is None else distill_tau
+        if min(tau, trajectory_tau, distill_tau) <= 0:
             raise ValueError("LaSERLoss: temperatures must be positive")
         self.tau = tau
+        self.distill_tau = distill_tau
         self.latent_weight = latent_weight
         self.explicit_weight = explicit_weight
         self.distill_weight = distill_weight
@@ -129,8 +134,8 @@ class LaSERLoss:
                 raise ValueError("LaSERLoss: the explicit view is needed by a non-zero weight")
             explicit_scores = views.explicit @ documents.T
             explicit_nce = F.cross_entropy(explicit_scores / self.tau, positives)
-            teacher = torch.log_softmax(explicit_scores.detach() / self.tau, dim=-1)
-            student = torch.log_softmax(latent_scores / self.tau, dim=-1)
+            teacher = torch.log_softmax(explicit_scores.detach() / self.distill_tau, dim=-1)
+            student = torch.log_softmax(latent_scores / self.distill_tau, dim=-1)
             distill = kl_divergence(teacher, student).mean()
             trajectory = trajectory_alignment(
                 views.latent_states,

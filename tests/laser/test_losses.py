@@ -79,6 +79,22 @@ def test_every_term_matches_the_formulas():
     assert loss.item() == pytest.approx(total, rel=1e-9)
 
 
+def test_distillation_reads_its_own_temperature_when_set():
+    views, docs, positives = make_views(torch.Generator().manual_seed(4))
+    distill_tau = 1.3
+    _, stats = LaSERLoss(tau=TAU, distill_tau=distill_tau)(views, docs, positives)
+    expected = 0.0
+    for b in range(len(positives)):
+        teacher = naive_log_softmax([cosine(views.explicit[b], d) / distill_tau for d in docs])
+        student = naive_log_softmax([cosine(views.latent[b], d) / distill_tau for d in docs])
+        expected += naive_kl(teacher, student) / len(positives)
+    assert stats["distill_kl"] == pytest.approx(expected, rel=1e-9)
+    # Both InfoNCE terms keep tau.
+    assert stats["latent_nce"] == pytest.approx(
+        F.cross_entropy(views.latent @ docs.T / TAU, positives).item(), rel=1e-9
+    )
+
+
 def test_plain_infonce_needs_no_explicit_view():
     views, docs, positives = make_views(torch.Generator().manual_seed(1))
     plain = LaSERLoss(tau=TAU, explicit_weight=0, distill_weight=0, trajectory_weight=0)
