@@ -79,8 +79,10 @@ def pad_ids(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tens
 def question_embeds(
     embed: nn.Module, encoded: Sequence[EncodedRow], pad_id: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The questions' LM input embeddings [B, L, H] and padding mask [B, L]."""
+    """The questions' LM input embeddings [B, L, H] and padding mask [B, L], on the
+    embeddings' device."""
     ids, pad = pad_ids([e.question for e in encoded], pad_id)
+    ids, pad = ids.to(embed.weight.device), pad.to(embed.weight.device)
     with torch.no_grad():
         return embed(ids), pad
 
@@ -115,9 +117,10 @@ def plugin_prompts(
     """Every row's ``prompt_embeds`` and the LQ-Former iterations it used [R].
 
     Without a plugin the slot stays empty: the language model answers from the question
-    alone (the question-only baseline)."""
+    alone (the question-only baseline). ``visual_tokens`` may stay on the CPU: each chunk
+    moves to the embeddings' device (the plugin's)."""
     if plugin is None:
-        empty = torch.zeros(0, embed.weight.shape[1])
+        empty = embed.weight.new_zeros(0, embed.weight.shape[1])
         with torch.no_grad():
             prompts = [slot_prompt(embed, row, empty) for row in encoded]
         return prompts, torch.zeros(len(encoded), dtype=torch.long)
@@ -125,7 +128,7 @@ def plugin_prompts(
     for start in range(0, len(encoded), batch_size):
         chunk = encoded[start : start + batch_size]
         text, pad = question_embeds(embed, chunk, pad_id)
-        out = plugin(visual_tokens[start : start + batch_size], text, pad)
+        out = plugin(visual_tokens[start : start + batch_size].to(text.device), text, pad)
         prompts += [
             slot_prompt(embed, row, slot) for row, slot in zip(chunk, out.embeds, strict=True)
         ]

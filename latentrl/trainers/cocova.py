@@ -16,10 +16,12 @@ its inputs) or LoRA-adapted. Evaluation decodes greedy answers through the share
 engine from ``prompt_embeds``. ``plugin.architecture=llava`` trains the baseline without
 latent thoughts: the visual tokens projected straight into the language model.
 
-Under ``accelerate launch --num_processes N`` (CPU processes, gloo) each process takes a
-contiguous share of every step's batch (``batch_size`` must divide by N) and of the
-held-out rows; the InfoNCE terms contrast against every process's rows, so the loss, the
-logged numbers and the trained plugin are those of one process with the same batch.
+Under ``accelerate launch --num_processes N`` (one process per GPU; CPU processes with
+gloo where there is none) each process takes a contiguous share of every step's batch
+(``batch_size`` must divide by N) and of the held-out rows; the InfoNCE terms contrast
+against every process's rows, so the loss, the logged numbers and the trained plugin are
+those of one process with the same batch. The models and each step's tensors live on
+accelerate's device; the precomputed visual features stay on the CPU.
 
 Simplified relative to the paper (which publishes no code): one LQ-Former block shared
 by all K steps with one scalar gate; token selection ranks tokens by the mean attention of
@@ -166,6 +168,8 @@ class CoCoVaConfig:
     checkpoint_every: int = 500
     output_dir: str = "runs/cocova"
     seed: int = 0
+    mixed_precision: Literal["none", "bf16", "fp16"] = "none"
+    """Through accelerate ("none" rather than its "no", which YAML reads as false)."""
     report_to: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -203,7 +207,8 @@ class CoCoVaTrainer:
                     f"missing required key {key!r} (a model folder, Hub id or 'tiny')"
                 )
         self.accelerator = Accelerator(
-            cpu=True,  # the trainer keeps its tensors on the CPU
+            cpu=not torch.cuda.is_available(),
+            mixed_precision="no" if cfg.mixed_precision == "none" else cfg.mixed_precision,
             log_with=cfg.report_to or None,
             project_dir=str(self.run_dir),
             # Each auxiliary loss at weight 0 leaves its head without a gradient.
@@ -236,7 +241,8 @@ class CoCoVaTrainer:
         self.eval_rows = task.load("test", limit=cfg.eval_problems, **cfg.task.options)
 
         self.tokenizer = AutoTokenizer.from_pretrained(cfg.language_model)
-        self.lm = AutoModelForCausalLM.from_pretrained(cfg.language_model)
+        # The frozen model is no prepared module: placed here (LoRA adapters follow it).
+        self.lm = AutoModelForCausalLM.from_pretrained(cfg.language_model).to(self.device)
         self.lm.requires_grad_(False).eval()
         self.embed = self.lm.get_input_embeddings()
 
@@ -256,7 +262,7 @@ class CoCoVaTrainer:
             settings=cfg.plugin,
             answer_cue=cfg.answer_cue,
         )
-        self.plugin = CoCoVaPlugin(plugin_config)
+        self.plugin = CoCoVaPlugin(plugin_config).to(self.device)
         slot = (
             cfg.plugin.num_queries
             if cfg.plugin.architecture == "lqformer"
@@ -314,6 +320,11 @@ class CoCoVaTrainer:
         if cfg.report_to:
             self.accelerator.init_trackers("latentrl-cocova", config=asdict(cfg))
 
+    @property
+    def device(self) -> torch.device:
+        """Where the models and each step's tensors live (accelerate's choice)."""
+        return self.accelerator.device
+
     # ---- the objective -------------------------------------------------------------------
 
     def _next_batch(self) -> list[int]:
@@ -345,8 +356,13 @@ class CoCoVaTrainer:
         for i, row in enumerate(encoded):
             slot_mask[i, len(row.prefix) : len(row.prefix) + width] = True
             labels[i, : len(row.prefix) + width + len(row.suffix)] = -100
-        # masked_scatter fills the slot positions row by row, in the order of slots' rows.
-        embeds = self.embed(ids).masked_scatter(slot_mask[..., None], slots)
+        ids, padding, labels, slot_mask = (
+            x.to(self.device) for x in (ids, padding, labels, slot_mask)
+        )
+        embeds = self.embed(ids)
+        # masked_scatter fills the slot positions row by row, in the order of slots' rows
+        # (under mixed precision the slots come out of autocast in half precision).
+        embeds = embeds.masked_scatter(slot_mask[..., None], slots.to(embeds.dtype))
         out = self.lm(inputs_embeds=embeds, attention_mask=(~padding).long(), labels=labels)
         predicted, targets = out.logits[:, :-1].argmax(-1), labels[:, 1:]
         exact = ((predicted == targets) | (targets == -100)).all(dim=1).float().mean().item()
@@ -363,7 +379,8 @@ class CoCoVaTrainer:
         timesteps and noise); called through DDP as :class:`Objective`'s forward."""
         cfg = self.cfg
         encoded = [self.train_encoded[i] for i in picks]
-        visual = self.train_visual[picks]
+        # The visual features stay on the CPU for the whole run; a batch's rows move.
+        visual = self.train_visual[picks].to(self.device)
         text, pad = question_embeds(self.embed, encoded, self.tokenizer.pad_token_id)
         out = self.plugin(visual, text, pad)
         answer_loss, exact = self._answer_loss(encoded, out.embeds)
@@ -377,7 +394,11 @@ class CoCoVaTrainer:
             # In-batch negatives from every process's rows, as in one process.
             pooled_latents, image, question = (
                 gather_with_grad(self.accelerator, x)
-                for x in (pooled(out.latents), self.train_image[picks], mean_embedding(text, pad))
+                for x in (
+                    pooled(out.latents),
+                    self.train_image[picks].to(self.device),
+                    mean_embedding(text, pad),
+                )
             )
             contrast, contrast_stats = self.plugin.contrast(pooled_latents, image, question)
             loss = loss + cfg.infonce_weight * contrast
@@ -402,8 +423,8 @@ class CoCoVaTrainer:
             # Drawn for the whole batch on every process: the random stream does not
             # depend on the number of processes.
             shape = (len(picks), *self.train_visual.shape[1:])
-            t, eps = diffusion_noise(self.schedule, shape, self.noise_generator)
-            noise = t[mine], eps[mine]
+            t, eps = diffusion_noise(self.schedule, shape, self.noise_generator)  # on the CPU
+            noise = t[mine].to(self.device), eps[mine].to(self.device)
         self.plugin.train()
         loss, stats = self.objective(picks[mine], noise)
         self.accelerator.backward(loss)
@@ -432,7 +453,9 @@ class CoCoVaTrainer:
             started = time.perf_counter()
             metrics = self._step()
             # The slowest process's time: all processes stop at the same step.
-            seconds = torch.tensor([time.perf_counter() - started], dtype=torch.float64)
+            seconds = torch.tensor(
+                [time.perf_counter() - started], dtype=torch.float64, device=self.device
+            )
             self.elapsed += self.accelerator.gather(seconds).max().item()
             self.step += 1
             metrics |= {"lr": self.scheduler.get_last_lr()[0], "elapsed_s": self.elapsed}

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
+import torch
 
 from latentrl.cli import main as cli_main
 from latentrl.config import ConfigError, load_config
@@ -93,6 +95,22 @@ def test_llava_baseline_and_lora_language_model_train(tiny_vqa_models, tmp_path)
     plugin = CoCoVaPlugin.from_pretrained(out / "plugin")
     assert plugin.config.language_model == str(out / "language_model")  # LoRA merged in
     assert not hasattr(plugin, "lqformer")
+
+
+@pytest.mark.parametrize("architecture", ["lqformer", "llava"])
+def test_bf16_mixed_precision_trains(tiny_vqa_models, tmp_path, architecture):
+    # Under autocast the plugin's slot vectors come out in bfloat16 next to the language
+    # model's float32 token embeddings (run on the CPU here: no GPU to test on).
+    out = tmp_path / "bf16"
+    args = run_args(
+        tiny_vqa_models, out, "steps=2", "mixed_precision=bf16", "train_examples=64",
+        "eval_problems=8", f"plugin.architecture={architecture}",
+    )  # fmt: skip
+    assert cli_main(args) == 0
+    losses = [v for m in read_metrics(out / "metrics.jsonl") for k, v in m.items() if "loss" in k]
+    assert len(losses) >= 2 and all(math.isfinite(v) for v in losses)
+    weights = CoCoVaPlugin.from_pretrained(out / "plugin").state_dict().values()
+    assert all(w.dtype == torch.float32 for w in weights)  # the master weights stay float32
 
 
 @pytest.mark.parametrize(
