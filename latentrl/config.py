@@ -392,21 +392,25 @@ class GRPOTrainConfig:
 
 @dataclass
 class DemoConfig:
-    """``latentrl demo`` / ``make demo``: the quickest end-to-end run of the package."""
+    """``latentrl demo`` / ``make demo``: DLR end to end on a tiny main model built here."""
 
     task: TaskConfig = field(default_factory=TaskConfig)
     model: TinyModelConfig = field(default_factory=TinyModelConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    dlr_config: str = "configs/dlr_arith_tiny.yaml"
+    """The DLR recipe trained on the frozen tiny model (its task, rollout, held-out
+    problems and output folder are the demo's)."""
+    dlr_overrides: list[str] = field(default_factory=list)
+    """``key=value`` overrides of the recipe, as on the ``train dlr`` command line."""
     eval_problems: int = 500
-    """Held-out problems decoded and scored."""
-    max_tokens: int = 96
+    """Held-out problems decoded and scored before and after training."""
     output_dir: str = "runs/demo"
     cache_dir: str | None = None
     """Where pre-trained tiny models are cached (default ``~/.cache/latentrl``)."""
 
     def __post_init__(self) -> None:
-        require_positive(self, "eval_problems", "max_tokens")
+        require_positive(self, "eval_problems")
 
 
 # --------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ def test_tasks_lists_builtin_tasks(capsys):
     [
         (
             ["demo", "--config", "configs/demo.yaml", "eval_problem=3"],
-            "latentrl demo: config error: unknown key 'eval_problem' (in the command line); known keys: cache_dir, eval_problems, max_tokens, model, output_dir, pretrain, rollout, task",
+            "latentrl demo: config error: unknown key 'eval_problem' (in the command line); known keys: cache_dir, dlr_config, dlr_overrides, eval_problems, model, output_dir, pretrain, rollout, task",
         ),
         (
             ["demo", "--config", "configs/demo.yaml", "eval_problems=lots"],

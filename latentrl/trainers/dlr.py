@@ -55,6 +55,7 @@ from latentrl.rollout import SamplingParams, make_engine
 from latentrl.tasks import get_task
 from latentrl.trainers.common import (
     MetricsLog,
+    end_run,
     gather_with_grad,
     latest_checkpoint,
     mean_over_processes,
@@ -639,17 +640,27 @@ class DLRTrainer:
             )
         self.engine.close()
         self.reward.close()
-        if self.accelerator.num_processes > 1:
-            self.accelerator.end_training()  # trackers, and the process group it started
-        else:
-            # A single process has no group of accelerate's; the default group there, if
-            # any, belongs to an in-process vLLM engine that may still be serving.
-            for tracker in self.accelerator.trackers:
-                tracker.finish()
+        end_run(self.accelerator)
 
 
-def main(config_path: str | None, overrides: Sequence[str], resume: bool = False) -> int:
-    cfg = load_config(DLRConfig, config_path, overrides)
+def reward_trend(rows: Sequence[dict], window: int = 20) -> str:
+    """Mean batch reward of the first and the last ``window`` logged steps, as one line."""
+    if not rows:
+        return "no steps logged"
+    window = max(1, min(window, len(rows) // 2 or 1))
+    first, last = rows[:window], rows[-window:]
+
+    def mean(part: Sequence[dict]) -> float:
+        return sum(r["reward_mean"] for r in part) / len(part)
+
+    return (
+        f"reward trend: steps {first[0]['step']}-{first[-1]['step']} {mean(first):.3f} -> "
+        f"steps {last[0]['step']}-{last[-1]['step']} {mean(last):.3f}"
+    )
+
+
+def run(cfg: DLRConfig, resume: bool = False) -> int:
+    """Train, evaluate before and after, print the table; ``summary.json`` in the run folder."""
     trainer = DLRTrainer(cfg, resume=resume)
     trainer.setup()
     results = {"frozen main model": trainer.evaluate(with_plugin=False)}
@@ -658,12 +669,24 @@ def main(config_path: str | None, overrides: Sequence[str], resume: bool = False
         results["warm-started plugin"] = trainer.evaluate(with_plugin=True)
     trainer.train()
     results["RL-trained plugin"] = trainer.evaluate(with_plugin=True)
+    best = trainer.best_accuracy
     trainer.cleanup()
     if not trainer.accelerator.is_main_process:
         return 0
-    write_json(trainer.run_dir / "summary.json", {"steps": trainer.step, **results})
-    print(f"\n{'':<22}{'accuracy':>10}{'format':>10}")
+    summary = {"steps": trainer.step, **results}
+    if best >= 0:
+        summary["best evaluated plugin"] = {"accuracy": best}
+    write_json(trainer.run_dir / "summary.json", summary)
+    print(f"\n{len(trainer.eval_rows)} held-out problems, greedy")
+    print(f"{'':<22}{'accuracy':>10}{'format':>10}")
     for name, result in results.items():
         print(f"{name:<22}{result['accuracy']:>10.1%}{result['format_rate']:>10.1%}")
+    if best >= 0:
+        print(f"{'best evaluated plugin':<22}{best:>10.1%}  (eval_every={cfg.eval_every} steps)")
+    print(reward_trend(read_metrics(trainer.run_dir / "metrics.jsonl")))
     print(f"plugin saved to {trainer.run_dir / 'plugin'}")
     return 0
+
+
+def main(config_path: str | None, overrides: Sequence[str], resume: bool = False) -> int:
+    return run(load_config(DLRConfig, config_path, overrides), resume=resume)
