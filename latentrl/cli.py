@@ -34,10 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo",
-        help="build a tiny model, pre-train it on a task and evaluate it through the rollout engine",
-        description="The quickest end-to-end run: a tiny model pre-trained on a task "
-        "(cached), then greedy decoding of held-out problems through the shared rollout "
-        "engine, scored with the task's rewards.",
+        help="DLR end to end: a tiny frozen main model, a latent plugin trained for it",
+        description="The quickest end-to-end run: a tiny main model pre-trained on a task "
+        "(cached) and frozen, a latent plugin trained for it with DLR (rollouts through the "
+        "shared engine), and held-out accuracy before and after.",
     )
     _add_config_arguments(demo)
 
