@@ -83,7 +83,9 @@ def read_training_state(
     generators: dict[str, torch.Generator],
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Restore what :func:`write_training_state` saved; returns (counters, extra)."""
-    state = torch.load(folder / TRAINING_STATE_NAME, weights_only=False)
+    # Loaded on the CPU: a GPU run's checkpoint resumes anywhere (the optimizer moves its
+    # state to each parameter's device).
+    state = torch.load(folder / TRAINING_STATE_NAME, map_location="cpu", weights_only=False)
     optimizer.load_state_dict(state.pop("optimizer"))
     scheduler.load_state_dict(state.pop("scheduler"))
     set_rng_state(state.pop("rng"), generators)
