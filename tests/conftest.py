@@ -111,3 +111,18 @@ def running_server(
             server.wait(timeout=30)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+def reset_accelerator_state() -> None:
+    """accelerate keeps one mixed precision per process and refuses another, so a bf16 run
+    after a float32 one in the same pytest process fails unless its state is dropped (as
+    accelerate's own test cases do)."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerator_state() -> Iterator[None]:
+    yield
+    reset_accelerator_state()

@@ -20,7 +20,9 @@ Under ``accelerate launch --num_processes N`` (one process per GPU; CPU processe
 gloo where there is none) each process takes a contiguous share of every step's batch
 (``batch_size`` must divide by N) and of the held-out rows; the InfoNCE terms contrast
 against every process's rows, so the loss, the logged numbers and the trained plugin are
-those of one process with the same batch. The models and each step's tensors live on
+those of one process with the same batch. With ``gradient_accumulation_steps`` G the
+step's batch is split into G micro-batches, each shared out like a whole step, and
+accelerate accumulates their gradients (the InfoNCE negatives: one micro-batch's rows). The models and each step's tensors live on
 accelerate's device; the precomputed visual features stay on the CPU.
 
 Simplified relative to the paper (which publishes no code): one LQ-Former block shared
@@ -144,6 +146,12 @@ class CoCoVaConfig:
     """Stop after this many seconds of training (0: no limit), for equal-budget comparisons."""
     batch_size: int = 64
     """Rows a step, over all processes (each takes ``batch_size / processes``)."""
+    gradient_accumulation_steps: int = 1
+    """Micro-batches per optimiser step: the step's rows are split into this many and
+    accelerate accumulates their gradients (memory for a large model). The answer loss
+    stays the mean over all the step's answer tokens; the InfoNCE terms' in-batch
+    negatives then come from one micro-batch (``batch_size / gradient_accumulation_steps``
+    rows) at a time."""
     learning_rate: float = 1e-3
     gate_learning_rate: float = 1e-3
     """Learning rate of the LQ-Former's gate alpha (a single scalar, no weight decay).
@@ -176,6 +184,7 @@ class CoCoVaConfig:
         require_positive(
             self, "steps", "batch_size", "learning_rate", "max_grad_norm", "train_examples",
             "eval_problems", "decode_max_tokens", "lora_rank", "diffusion_timesteps", "gate_learning_rate",
+            "gradient_accumulation_steps",
         )  # fmt: skip
         require_non_negative(
             self, "time_budget_s", "warmup_steps", "weight_decay", "answer_weight",
@@ -183,9 +192,10 @@ class CoCoVaConfig:
         )  # fmt: skip
         if not 0.0 <= self.tiny_lm_thought_rate <= 1.0:
             raise ValueError("tiny_lm_thought_rate: must be in [0, 1]")
-        if self.batch_size < 2 and self.infonce_weight > 0:
+        if self.batch_size < 2 * self.gradient_accumulation_steps and self.infonce_weight > 0:
             raise ValueError(
-                "batch_size: InfoNCE needs at least 2 rows a batch (or infonce_weight=0)"
+                "batch_size: InfoNCE needs at least 2 rows a micro-batch "
+                "(batch_size / gradient_accumulation_steps; or infonce_weight=0)"
             )
 
 
@@ -211,10 +221,13 @@ class CoCoVaTrainer:
             mixed_precision="no" if cfg.mixed_precision == "none" else cfg.mixed_precision,
             log_with=cfg.report_to or None,
             project_dir=str(self.run_dir),
+            gradient_accumulation_steps=cfg.gradient_accumulation_steps,
             # Each auxiliary loss at weight 0 leaves its head without a gradient.
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
         )
-        require_even_split(self.accelerator, "batch_size", cfg.batch_size, "rows")
+        require_even_split(
+            self.accelerator, "batch_size", cfg.batch_size, "rows", cfg.gradient_accumulation_steps
+        )
         # The main process builds (and caches) the tiny models; the others then load them.
         with self.accelerator.main_process_first():
             if cfg.vision_encoder == "tiny":
@@ -341,11 +354,11 @@ class CoCoVaTrainer:
         return picks
 
     def _answer_loss(
-        self, encoded: Sequence[EncodedRow], slots: torch.Tensor
+        self, encoded: Sequence[EncodedRow], slots: torch.Tensor, step_tokens: int
     ) -> tuple[torch.Tensor, float]:
-        """Cross-entropy of the answers given the slot vectors [B, T, H] (this process's share
-        of the mean over all processes' answer tokens), and the exact-match rate of the
-        teacher-forced argmax over the answer tokens."""
+        """Cross-entropy of the answers given the slot vectors [B, T, H] (this process's and
+        micro-batch's share of the mean over the step's ``step_tokens`` answer tokens), and
+        the exact-match rate of the teacher-forced argmax over the answer tokens."""
         pad = self.tokenizer.pad_token_id
         width = slots.shape[1]
         ids, padding = pad_ids(
@@ -366,24 +379,26 @@ class CoCoVaTrainer:
         out = self.lm(inputs_embeds=embeds, attention_mask=(~padding).long(), labels=labels)
         predicted, targets = out.logits[:, :-1].argmax(-1), labels[:, 1:]
         exact = ((predicted == targets) | (targets == -100)).all(dim=1).float().mean().item()
-        # Shares hold different numbers of answer tokens and DDP averages the shares'
-        # gradients: scaled so that the average is the mean over all answer tokens.
-        tokens = (targets != -100).sum()
-        total = self.accelerator.gather(tokens[None]).sum()
-        return out.loss * (tokens.item() * self.accelerator.num_processes / total.item()), exact
+        # Shares hold different numbers of answer tokens, DDP averages the processes'
+        # gradients and accelerate the micro-batches': scaled so that the result is the mean
+        # over all the step's answer tokens, exactly, however they fall into the shares.
+        tokens = (targets != -100).sum().item()
+        parts = self.accelerator.num_processes * self.accelerator.gradient_accumulation_steps
+        return out.loss * (tokens * parts / step_tokens), exact
 
     def _losses(
-        self, picks: list[int], noise: tuple[torch.Tensor, torch.Tensor] | None
+        self, picks: list[int], noise: tuple[torch.Tensor, torch.Tensor] | None, step_tokens: int
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """The objective on this process's rows ``picks`` (``noise``: their diffusion
-        timesteps and noise); called through DDP as :class:`Objective`'s forward."""
+        """The objective on this process's rows ``picks`` of a micro-batch (``noise``: their
+        diffusion timesteps and noise; ``step_tokens``: the answer tokens of the step's whole
+        batch); called through DDP as :class:`Objective`'s forward."""
         cfg = self.cfg
         encoded = [self.train_encoded[i] for i in picks]
         # The visual features stay on the CPU for the whole run; a batch's rows move.
         visual = self.train_visual[picks].to(self.device)
         text, pad = question_embeds(self.embed, encoded, self.tokenizer.pad_token_id)
         out = self.plugin(visual, text, pad)
-        answer_loss, exact = self._answer_loss(encoded, out.embeds)
+        answer_loss, exact = self._answer_loss(encoded, out.embeds, step_tokens)
         loss = cfg.answer_weight * answer_loss
         stats = {"answer_loss": answer_loss.item(), "answer_accuracy": exact}
         if self.uses_thoughts:
@@ -391,7 +406,8 @@ class CoCoVaTrainer:
             # later steps refine image-dependent thoughts (near 0: the iterations do nothing).
             stats |= {f"update_ratio_{k}": size for k, size in enumerate(out.update_sizes, 1)}
         if self.uses_thoughts and cfg.infonce_weight > 0:
-            # In-batch negatives from every process's rows, as in one process.
+            # In-batch negatives from every process's rows of the micro-batch, as in one
+            # process.
             pooled_latents, image, question = (
                 gather_with_grad(self.accelerator, x)
                 for x in (
@@ -415,25 +431,39 @@ class CoCoVaTrainer:
         return loss, stats
 
     def _step(self) -> dict[str, float]:
+        """One optimiser step, accumulated by accelerate over ``gradient_accumulation_steps``
+        equal micro-batches of the step's rows, each shared out over the processes."""
         cfg = self.cfg
         picks = self._next_batch()
-        mine = process_share(self.accelerator, len(picks))
+        step_tokens = sum(len(self.train_encoded[i].target) for i in picks)
         noise = None
         if self.uses_thoughts and cfg.diffusion_weight > 0:
             # Drawn for the whole batch on every process: the random stream does not
-            # depend on the number of processes.
+            # depend on the number of processes or micro-batches.
             shape = (len(picks), *self.train_visual.shape[1:])
-            t, eps = diffusion_noise(self.schedule, shape, self.noise_generator)  # on the CPU
-            noise = t[mine].to(self.device), eps[mine].to(self.device)
+            noise = diffusion_noise(self.schedule, shape, self.noise_generator)  # on the CPU
+        parts = cfg.gradient_accumulation_steps
+        size = len(picks) // parts
         self.plugin.train()
-        loss, stats = self.objective(picks[mine], noise)
-        self.accelerator.backward(loss)
-        stats["grad_norm"] = float(
-            self.accelerator.clip_grad_norm_(self.objective.parameters(), cfg.max_grad_norm)
-        )
-        self.optimizer.step()
+        parts_stats = []
+        for start in range(0, len(picks), size):
+            share = process_share(self.accelerator, size)
+            mine = slice(start + share.start, start + share.stop)
+            my_noise = None if noise is None else tuple(x[mine].to(self.device) for x in noise)
+            with self.accelerator.accumulate(self.objective):
+                loss, stats = self.objective(picks[mine], my_noise, step_tokens)
+                parts_stats.append(stats)
+                self.accelerator.backward(loss)
+                if self.accelerator.sync_gradients:
+                    grad_norm = self.accelerator.clip_grad_norm_(
+                        self.objective.parameters(), cfg.max_grad_norm
+                    )
+                self.optimizer.step()  # accelerate steps only once the micro-batches are in
+                self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        # Equal micro-batches: their mean is the batch's (the answer loss is pre-scaled).
+        stats = {key: sum(p[key] for p in parts_stats) / parts for key in parts_stats[0]}
+        stats["grad_norm"] = float(grad_norm)
         if self.uses_thoughts:
             stats["gate"] = math.tanh(self.plugin.lqformer.gate.item())
         return mean_over_processes(self.accelerator, stats)

@@ -129,13 +129,22 @@ def process_share(accelerator, count: int) -> slice:
     return slice(start, min(count, start + size))
 
 
-def require_even_split(accelerator, key: str, count: int, items: str) -> None:
+def require_even_split(
+    accelerator, key: str, count: int, items: str, micro_batches: int = 1
+) -> None:
     """A :class:`ConfigError` naming ``key`` unless its ``count`` ``items`` split evenly over
-    the processes (a step's batch is shared out in equal parts)."""
+    the processes and ``micro_batches`` (a step's batch is shared out in equal parts;
+    ``micro_batches``: the config's ``gradient_accumulation_steps``)."""
     processes = accelerator.num_processes
-    if count % processes:
+    if count % (processes * micro_batches):
+        accumulation = (
+            f" x {micro_batches} micro-batches (gradient_accumulation_steps)"
+            if micro_batches > 1
+            else ""
+        )
         raise ConfigError(
             f"{key}: {count} {items} can't be split evenly over {processes} processes"
+            + accumulation
         )
 
 

@@ -135,13 +135,10 @@ class DLRTrainer:
             # The projector gets no gradient from the RL losses (only the warm start uses it).
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
         )
-        processes = self.accelerator.num_processes
-        if cfg.questions_per_step % (processes * cfg.gradient_accumulation_steps):
-            raise ConfigError(
-                f"questions_per_step: {cfg.questions_per_step} questions can't be split "
-                f"evenly over {processes} processes x {cfg.gradient_accumulation_steps} "
-                "micro-batches (gradient_accumulation_steps)"
-            )
+        require_even_split(
+            self.accelerator, "questions_per_step", cfg.questions_per_step, "questions",
+            cfg.gradient_accumulation_steps,
+        )  # fmt: skip
         self.run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, self.run_dir / "config.yaml")
         torch.manual_seed(cfg.seed)

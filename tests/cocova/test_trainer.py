@@ -11,7 +11,7 @@ import torch
 from latentrl.cli import main as cli_main
 from latentrl.config import ConfigError, load_config
 from latentrl.models.qformer import CoCoVaPlugin
-from latentrl.trainers.cocova import CoCoVaConfig
+from latentrl.trainers.cocova import CoCoVaConfig, CoCoVaTrainer
 from latentrl.trainers.common import read_metrics
 from tests.conftest import REPO_ROOT
 
@@ -132,3 +132,36 @@ def test_missing_models_are_a_config_error(tmp_path, capsys):
     code = cli_main(["train", "cocova", f"output_dir={tmp_path}", "language_model=null"])
     assert code == 2
     assert "missing required key 'language_model'" in capsys.readouterr().err
+
+
+def trained(models, output_dir, *overrides):
+    """The plugin's weights and the metrics of a run without its evaluations."""
+    cfg = load_config(CoCoVaConfig, CONFIG, run_args(models, output_dir, *overrides)[4:])
+    trainer = CoCoVaTrainer(cfg)
+    trainer.setup()
+    trainer.train()
+    trainer.cleanup()
+    return trainer.plugin.state_dict(), read_metrics(output_dir / "metrics.jsonl")
+
+
+def test_gradient_accumulation_matches_one_batch(tiny_vqa_models, tmp_path):
+    """Two micro-batches accumulated by accelerate train as one batch of both (InfoNCE off:
+    its in-batch negatives would differ); the answer loss stays the mean over all the step's
+    answer tokens."""
+    settings = ("steps=2", "infonce_weight=0", "train_examples=64", "eval_problems=8")
+    whole, whole_metrics = trained(tiny_vqa_models, tmp_path / "whole", *settings)
+    accumulated, accumulated_metrics = trained(
+        tiny_vqa_models, tmp_path / "accumulated", *settings, "gradient_accumulation_steps=2"
+    )
+    for name, tensor in whole.items():
+        torch.testing.assert_close(accumulated[name], tensor, rtol=1e-4, atol=1e-6, msg=name)
+    for a, b in zip(whole_metrics, accumulated_metrics, strict=True):
+        for key in ("answer_loss", "answer_accuracy", "diffusion_loss", "grad_norm", "gate"):
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), (a["step"], key)
+
+
+def test_gradient_accumulation_must_divide_the_batch(tiny_vqa_models, tmp_path):
+    overrides = run_args(tiny_vqa_models, tmp_path, "gradient_accumulation_steps=3")[4:]
+    message = "batch_size: 16 rows can't be split evenly over 1 processes x 3 micro-batches"
+    with pytest.raises(ConfigError, match=message):
+        CoCoVaTrainer(load_config(CoCoVaConfig, CONFIG, overrides)).setup()
