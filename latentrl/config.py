@@ -692,6 +692,11 @@ class LaSERConfig:
     steps: int = 300
     batch_size: int = 32
     """Queries per step (their positives are the in-batch documents)."""
+    gradient_accumulation_steps: int = 1
+    """Micro-batches per optimiser step: the step's queries are split into this many and
+    accelerate accumulates their gradients (memory for a large backbone). Each query then
+    scores against its micro-batch's documents only (its positives and hard negatives), so
+    every loss term sees fewer in-batch negatives than one batch of ``batch_size``."""
     hard_negatives: int = 1
     """BM25-mined negatives per query, never a held-out query's document."""
     learning_rate: float = 1e-3
@@ -703,14 +708,17 @@ class LaSERConfig:
     checkpoint_every: int = 100
     output_dir: str = "runs/laser"
     seed: int = 0
+    mixed_precision: Literal["none", "bf16", "fp16"] = "none"
+    """Through accelerate ("none" rather than its "no", which YAML reads as false)."""
     report_to: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if (self.model is None) == (self.tiny is None):
             raise ValueError("model: give exactly one of model (a folder or Hub id) and tiny")
         require_positive(
-            self, "steps", "batch_size", "learning_rate", "max_grad_norm", "encode_batch_size"
-        )
+            self, "steps", "batch_size", "learning_rate", "max_grad_norm", "encode_batch_size",
+            "gradient_accumulation_steps",
+        )  # fmt: skip
         require_non_negative(
             self, "hard_negatives", "warmup_steps", "weight_decay", "checkpoint_every"
         )

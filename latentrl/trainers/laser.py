@@ -21,7 +21,10 @@ Under ``accelerate launch --num_processes N`` each process encodes a contiguous 
 every step's queries (``batch_size`` must divide by N) and of its documents; the document
 vectors are gathered with their gradients, so every query scores against the whole batch's
 documents and the loss and the trained retriever are those of one process. Evaluation
-encodes a share of the corpus and of the queries per process.
+encodes a share of the corpus and of the queries per process. With
+``gradient_accumulation_steps`` G the step's queries are split into G micro-batches, each
+with its own documents and shared out like a whole step, and accelerate accumulates
+their gradients; ``mixed_precision`` is accelerate's autocast.
 """
 
 from __future__ import annotations
@@ -201,12 +204,17 @@ class LaSERTrainer:
         cfg = self.cfg
         self.accelerator = Accelerator(
             cpu=not torch.cuda.is_available(),
+            mixed_precision="no" if cfg.mixed_precision == "none" else cfg.mixed_precision,
             log_with=cfg.report_to or None,
             project_dir=str(self.run_dir),
+            gradient_accumulation_steps=cfg.gradient_accumulation_steps,
             # With one latent step (retriever.latent_steps=1) the LM head goes unused.
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
         )
-        require_even_split(self.accelerator, "batch_size", cfg.batch_size, "queries")
+        require_even_split(
+            self.accelerator, "batch_size", cfg.batch_size, "queries",
+            cfg.gradient_accumulation_steps,
+        )  # fmt: skip
         self.run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, self.run_dir / "config.yaml")
         torch.manual_seed(cfg.seed)
@@ -324,27 +332,39 @@ class LaSERTrainer:
         while self.step < cfg.steps:
             started = time.perf_counter()
             query_ids = self._next_queries()
-            doc_ids, positives = self._batch_documents(query_ids)
-            mine = process_share(self.accelerator, len(query_ids))
-            my_docs = process_share(self.accelerator, len(doc_ids))
-            loss, stats = self.objective(
-                query_ids[mine], doc_ids[my_docs], len(doc_ids), positives[mine]
-            )
-            self.accelerator.backward(loss)
-            grad_norm = self.accelerator.clip_grad_norm_(
-                self.retriever.parameters(), cfg.max_grad_norm
-            )
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
+            size = len(query_ids) // cfg.gradient_accumulation_steps
+            parts_stats, documents = [], []
+            for start in range(0, len(query_ids), size):
+                part = query_ids[start : start + size]
+                doc_ids, positives = self._batch_documents(part)
+                documents.append(len(doc_ids))
+                mine = process_share(self.accelerator, len(part))
+                my_docs = process_share(self.accelerator, len(doc_ids))
+                with self.accelerator.accumulate(self.objective):
+                    loss, stats = self.objective(
+                        part[mine], doc_ids[my_docs], len(doc_ids), positives[mine]
+                    )
+                    parts_stats.append(stats)
+                    self.accelerator.backward(loss)
+                    if self.accelerator.sync_gradients:
+                        grad_norm = self.accelerator.clip_grad_norm_(
+                            self.retriever.parameters(), cfg.max_grad_norm
+                        )
+                    self.optimizer.step()  # accelerate steps once the micro-batches are in
+                    self.optimizer.zero_grad(set_to_none=True)
             self.scheduler.step()
             self.step += 1
+            # Equal micro-batches: the mean of their stats is the step's.
+            stats = {
+                key: sum(p[key] for p in parts_stats) / len(parts_stats) for key in parts_stats[0]
+            }
             self.metrics.log(
                 self.step,
                 {
                     **mean_over_processes(self.accelerator, stats),
                     "grad_norm": float(grad_norm),
                     "lr": self.scheduler.get_last_lr()[0],
-                    "documents": len(doc_ids),
+                    "documents": sum(documents) / len(documents),  # a query's candidates
                     "step_time": time.perf_counter() - started,
                 },
             )
