@@ -39,6 +39,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -87,6 +88,7 @@ from latentrl.tasks.vqa import get_vqa_task
 from latentrl.trainers.common import (
     MetricsLog,
     Objective,
+    accumulated_step,
     end_run,
     gather_with_grad,
     latest_checkpoint,
@@ -442,28 +444,19 @@ class CoCoVaTrainer:
             # depend on the number of processes or micro-batches.
             shape = (len(picks), *self.train_visual.shape[1:])
             noise = diffusion_noise(self.schedule, shape, self.noise_generator)  # on the CPU
-        parts = cfg.gradient_accumulation_steps
-        size = len(picks) // parts
-        self.plugin.train()
-        parts_stats = []
+        size = len(picks) // cfg.gradient_accumulation_steps
+        share = process_share(self.accelerator, size)
+        micro_batches = []
         for start in range(0, len(picks), size):
-            share = process_share(self.accelerator, size)
             mine = slice(start + share.start, start + share.stop)
             my_noise = None if noise is None else tuple(x[mine].to(self.device) for x in noise)
-            with self.accelerator.accumulate(self.objective):
-                loss, stats = self.objective(picks[mine], my_noise, step_tokens)
-                parts_stats.append(stats)
-                self.accelerator.backward(loss)
-                if self.accelerator.sync_gradients:
-                    grad_norm = self.accelerator.clip_grad_norm_(
-                        self.objective.parameters(), cfg.max_grad_norm
-                    )
-                self.optimizer.step()  # accelerate steps only once the micro-batches are in
-                self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
+            micro_batches.append(partial(self.objective, picks[mine], my_noise, step_tokens))
+        self.plugin.train()
         # Equal micro-batches: their mean is the batch's (the answer loss is pre-scaled).
-        stats = {key: sum(p[key] for p in parts_stats) / parts for key in parts_stats[0]}
-        stats["grad_norm"] = float(grad_norm)
+        stats = accumulated_step(
+            self.accelerator, self.objective, self.optimizer, cfg.max_grad_norm, micro_batches
+        )
+        self.scheduler.step()
         if self.uses_thoughts:
             stats["gate"] = math.tanh(self.plugin.lqformer.gate.item())
         return mean_over_processes(self.accelerator, stats)

@@ -148,6 +148,32 @@ def require_even_split(
         )
 
 
+def accumulated_step(
+    accelerator,
+    model: torch.nn.Module,
+    optimizer,
+    max_grad_norm: float,
+    micro_batches: Iterable[Callable[[], tuple[torch.Tensor, dict[str, float]]]],
+) -> dict[str, float]:
+    """One optimiser step, its gradient accumulated by accelerate over equal
+    ``micro_batches`` (each a call returning ``(loss, stats)``; as many as the Accelerator's
+    ``gradient_accumulation_steps``); ``model``: the prepared module. The gradient norm is
+    clipped once all are in; returns the stats averaged over the micro-batches, with
+    ``grad_norm``."""
+    parts_stats = []
+    for micro_batch in micro_batches:
+        with accelerator.accumulate(model):
+            loss, stats = micro_batch()
+            parts_stats.append(stats)
+            accelerator.backward(loss)
+            if accelerator.sync_gradients:
+                grad_norm = accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+            optimizer.step()  # accelerate steps only once the micro-batches are in
+            optimizer.zero_grad(set_to_none=True)
+    stats = {key: sum(p[key] for p in parts_stats) / len(parts_stats) for key in parts_stats[0]}
+    return stats | {"grad_norm": float(grad_norm)}
+
+
 def gather_with_grad(accelerator, tensor: torch.Tensor, count: int | None = None) -> torch.Tensor:
     """Every process's rows (its :func:`process_share` of ``count``; all ``tensor.shape[0]`` rows
     when None) concatenated in process order, keeping the graph.

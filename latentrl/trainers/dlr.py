@@ -23,6 +23,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
@@ -55,6 +56,7 @@ from latentrl.rollout import SamplingParams, make_engine
 from latentrl.tasks import get_task
 from latentrl.trainers.common import (
     MetricsLog,
+    accumulated_step,
     end_run,
     gather_with_grad,
     latest_checkpoint,
@@ -446,22 +448,12 @@ class DLRTrainer:
         parts = cfg.gradient_accumulation_steps
         size = len(rollout.rewards) // parts
         micro_batches = [slice(i * size, (i + 1) * size) for i in range(parts)]
-        for _ in range(cfg.ppo_epochs):
-            parts_stats = []  # the last epoch's, averaged: equal micro-batches, batch means
-            for part in micro_batches:
-                with self.accelerator.accumulate(self.plugin):
-                    loss, stats = self._loss(rollout, advantages, part)
-                    parts_stats.append(stats)
-                    self.accelerator.backward(loss)
-                    if self.accelerator.sync_gradients:
-                        grad_norm = self.accelerator.clip_grad_norm_(
-                            self.plugin.parameters(), cfg.max_grad_norm
-                        )
-                    self.optimizer.step()  # accelerate steps only once the micro-batches are in
-                    self.optimizer.zero_grad(set_to_none=True)
+        for _ in range(cfg.ppo_epochs):  # the last epoch's stats are logged
+            stats = accumulated_step(
+                self.accelerator, self.plugin, self.optimizer, cfg.max_grad_norm,
+                (partial(self._loss, rollout, advantages, part) for part in micro_batches),
+            )  # fmt: skip
         self.scheduler.step()
-        stats = {key: sum(p[key] for p in parts_stats) / parts for key in parts_stats[0]}
-        stats["grad_norm"] = float(grad_norm)
         return mean_over_processes(self.accelerator, stats)
 
     def _loss(

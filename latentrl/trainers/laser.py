@@ -35,6 +35,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +63,7 @@ from latentrl.tasks.sources import read_jsonl
 from latentrl.trainers.common import (
     MetricsLog,
     Objective,
+    accumulated_step,
     end_run,
     gather_with_grad,
     latest_checkpoint,
@@ -320,6 +322,19 @@ class LaSERTrainer:
         views = retriever.query_views([data.queries[q] for q in query_ids], rationales)
         return self.loss(views, documents, positives.to(documents.device))
 
+    def _micro_batch_losses(
+        self, query_ids: Sequence[str]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """:meth:`_losses` of this process's share of ``query_ids`` against their documents
+        (shared out too), through DDP; ``documents``: how many each query scores against."""
+        doc_ids, positives = self._batch_documents(query_ids)
+        mine = process_share(self.accelerator, len(query_ids))
+        my_docs = process_share(self.accelerator, len(doc_ids))
+        loss, stats = self.objective(
+            query_ids[mine], doc_ids[my_docs], len(doc_ids), positives[mine]
+        )
+        return loss, stats | {"documents": float(len(doc_ids))}
+
     def train(self) -> None:
         cfg = self.cfg
         bar = tqdm(
@@ -333,38 +348,20 @@ class LaSERTrainer:
             started = time.perf_counter()
             query_ids = self._next_queries()
             size = len(query_ids) // cfg.gradient_accumulation_steps
-            parts_stats, documents = [], []
-            for start in range(0, len(query_ids), size):
-                part = query_ids[start : start + size]
-                doc_ids, positives = self._batch_documents(part)
-                documents.append(len(doc_ids))
-                mine = process_share(self.accelerator, len(part))
-                my_docs = process_share(self.accelerator, len(doc_ids))
-                with self.accelerator.accumulate(self.objective):
-                    loss, stats = self.objective(
-                        part[mine], doc_ids[my_docs], len(doc_ids), positives[mine]
-                    )
-                    parts_stats.append(stats)
-                    self.accelerator.backward(loss)
-                    if self.accelerator.sync_gradients:
-                        grad_norm = self.accelerator.clip_grad_norm_(
-                            self.retriever.parameters(), cfg.max_grad_norm
-                        )
-                    self.optimizer.step()  # accelerate steps once the micro-batches are in
-                    self.optimizer.zero_grad(set_to_none=True)
+            micro_batches = [
+                partial(self._micro_batch_losses, query_ids[start : start + size])
+                for start in range(0, len(query_ids), size)
+            ]
+            stats = accumulated_step(
+                self.accelerator, self.objective, self.optimizer, cfg.max_grad_norm, micro_batches
+            )
             self.scheduler.step()
             self.step += 1
-            # Equal micro-batches: the mean of their stats is the step's.
-            stats = {
-                key: sum(p[key] for p in parts_stats) / len(parts_stats) for key in parts_stats[0]
-            }
             self.metrics.log(
                 self.step,
                 {
                     **mean_over_processes(self.accelerator, stats),
-                    "grad_norm": float(grad_norm),
                     "lr": self.scheduler.get_last_lr()[0],
-                    "documents": sum(documents) / len(documents),  # a query's candidates
                     "step_time": time.perf_counter() - started,
                 },
             )
