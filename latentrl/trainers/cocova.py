@@ -45,7 +45,6 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator, DistributedDataParallelKwargs
 from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -92,6 +91,7 @@ from latentrl.trainers.common import (
     end_run,
     gather_with_grad,
     latest_checkpoint,
+    make_accelerator,
     mean_over_processes,
     plot_curves,
     process_share,
@@ -218,15 +218,7 @@ class CoCoVaTrainer:
                 raise ConfigError(
                     f"missing required key {key!r} (a model folder, Hub id or 'tiny')"
                 )
-        self.accelerator = Accelerator(
-            cpu=not torch.cuda.is_available(),
-            mixed_precision="no" if cfg.mixed_precision == "none" else cfg.mixed_precision,
-            log_with=cfg.report_to or None,
-            project_dir=str(self.run_dir),
-            gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-            # Each auxiliary loss at weight 0 leaves its head without a gradient.
-            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
-        )
+        self.accelerator = make_accelerator(cfg, self.run_dir)
         require_even_split(
             self.accelerator, "batch_size", cfg.batch_size, "rows", cfg.gradient_accumulation_steps
         )

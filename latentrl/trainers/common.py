@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from accelerate import Accelerator, DistributedDataParallelKwargs
 
 from latentrl.config import ConfigError
 from latentrl.io import atomic_folder
@@ -119,6 +120,25 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 #
 # Every process draws the whole step's batch (and its random noise) and keeps a contiguous
 # share, so the data order and a resumed run do not depend on the number of processes.
+
+
+def make_accelerator(cfg: Any, run_dir: Path) -> Accelerator:
+    """The trainers' Accelerator: a GPU when there is one, ``cfg.mixed_precision``,
+    ``cfg.gradient_accumulation_steps`` and the trackers of ``cfg.report_to``.
+
+    DDP is told that some parameters may go unused in a step: DLR's projector in RL (only
+    the warm start trains it), the heads of a loss switched off by a zero weight, LaSER's
+    LM head with one latent step.
+    """
+    return Accelerator(
+        cpu=not torch.cuda.is_available(),
+        # "none" rather than accelerate's "no", which YAML reads as false.
+        mixed_precision="no" if cfg.mixed_precision == "none" else cfg.mixed_precision,
+        log_with=cfg.report_to or None,
+        project_dir=str(run_dir),
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
 
 
 def process_share(accelerator, count: int) -> slice:

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
-from accelerate import Accelerator, DistributedDataParallelKwargs
 from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -60,6 +59,7 @@ from latentrl.trainers.common import (
     end_run,
     gather_with_grad,
     latest_checkpoint,
+    make_accelerator,
     mean_over_processes,
     plot_curves,
     process_share,
@@ -128,15 +128,7 @@ class DLRTrainer:
     def setup(self) -> None:
         cfg = self.cfg
         self._check_models()  # before any weights load
-        self.accelerator = Accelerator(
-            cpu=not torch.cuda.is_available(),
-            mixed_precision="no" if cfg.mixed_precision == "none" else cfg.mixed_precision,
-            log_with=cfg.report_to or None,
-            project_dir=str(self.run_dir),
-            gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-            # The projector gets no gradient from the RL losses (only the warm start uses it).
-            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
-        )
+        self.accelerator = make_accelerator(cfg, self.run_dir)
         require_even_split(
             self.accelerator, "questions_per_step", cfg.questions_per_step, "questions",
             cfg.gradient_accumulation_steps,

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate import Accelerator, DistributedDataParallelKwargs
+from accelerate import Accelerator
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, get_cosine_schedule_with_warmup
 
@@ -67,6 +67,7 @@ from latentrl.trainers.common import (
     end_run,
     gather_with_grad,
     latest_checkpoint,
+    make_accelerator,
     mean_over_processes,
     plot_curves,
     process_share,
@@ -204,15 +205,7 @@ class LaSERTrainer:
 
     def setup(self) -> None:
         cfg = self.cfg
-        self.accelerator = Accelerator(
-            cpu=not torch.cuda.is_available(),
-            mixed_precision="no" if cfg.mixed_precision == "none" else cfg.mixed_precision,
-            log_with=cfg.report_to or None,
-            project_dir=str(self.run_dir),
-            gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-            # With one latent step (retriever.latent_steps=1) the LM head goes unused.
-            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
-        )
+        self.accelerator = make_accelerator(cfg, self.run_dir)
         require_even_split(
             self.accelerator, "batch_size", cfg.batch_size, "queries",
             cfg.gradient_accumulation_steps,
