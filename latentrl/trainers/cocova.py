@@ -93,9 +93,7 @@ from latentrl.trainers.common import (
     latest_checkpoint,
     make_accelerator,
     mean_over_processes,
-    plot_curves,
     process_share,
-    read_metrics,
     read_training_state,
     require_even_split,
     save_checkpoint,
@@ -567,12 +565,7 @@ class CoCoVaTrainer:
         self.plugin.config.extra = {"steps": self.step, "train_seconds": round(self.elapsed, 1)}
         if self.accelerator.is_main_process:
             self.plugin.save_pretrained(plugin_dir)
-            plot_curves(
-                read_metrics(self.run_dir / "metrics.jsonl"),
-                CURVE_KEYS,
-                self.run_dir / "curves.png",
-                "CoCoVa training",
-            )
+        self.metrics.plot(CURVE_KEYS, "CoCoVa training")
         if self.engine is not None:
             self.engine.close()
         end_run(self.accelerator)

@@ -285,6 +285,15 @@ class MetricsLog:
         if self.accelerator is not None:
             self.accelerator.log(metrics, step=step)
 
+    def rows(self) -> list[dict[str, Any]]:
+        """Every step logged so far (read back from the file)."""
+        return read_metrics(self.path)
+
+    def plot(self, keys: Iterable[str], title: str) -> None:
+        """``curves.png`` beside the log, a panel per metric in ``keys`` (by the writer)."""
+        if self.writes:
+            plot_curves(self.rows(), keys, self.path.with_name("curves.png"), title)
+
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():

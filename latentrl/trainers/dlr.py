@@ -61,9 +61,7 @@ from latentrl.trainers.common import (
     latest_checkpoint,
     make_accelerator,
     mean_over_processes,
-    plot_curves,
     process_share,
-    read_metrics,
     read_training_state,
     require_even_split,
     save_checkpoint,
@@ -613,12 +611,7 @@ class DLRTrainer:
                 raise RuntimeError(f"the frozen main model changed during training: {name}")
         if self.accelerator.is_main_process:
             self.policy.save_pretrained(self.run_dir / "plugin")
-            plot_curves(
-                read_metrics(self.run_dir / "metrics.jsonl"),
-                CURVE_KEYS,
-                self.run_dir / "curves.png",
-                "DLR training",
-            )
+        self.metrics.plot(CURVE_KEYS, "DLR training")
         self.engine.close()
         self.reward.close()
         end_run(self.accelerator)
@@ -664,7 +657,7 @@ def run(cfg: DLRConfig, resume: bool = False) -> int:
         print(f"{name:<22}{result['accuracy']:>10.1%}{result['format_rate']:>10.1%}")
     if best >= 0:
         print(f"{'best evaluated plugin':<22}{best:>10.1%}  (eval_every={cfg.eval_every} steps)")
-    print(reward_trend(read_metrics(trainer.run_dir / "metrics.jsonl")))
+    print(reward_trend(trainer.metrics.rows()))
     print(f"plugin saved to {trainer.run_dir / 'plugin'}")
     return 0
 

@@ -69,9 +69,7 @@ from latentrl.trainers.common import (
     latest_checkpoint,
     make_accelerator,
     mean_over_processes,
-    plot_curves,
     process_share,
-    read_metrics,
     read_training_state,
     require_even_split,
     save_checkpoint,
@@ -399,12 +397,7 @@ class LaSERTrainer:
         """Save the retriever and the curves; close the trackers."""
         if self.accelerator.is_main_process:
             self.retriever.save_pretrained(self.run_dir / "retriever")
-            plot_curves(
-                read_metrics(self.run_dir / "metrics.jsonl"),
-                CURVE_KEYS,
-                self.run_dir / "curves.png",
-                "LaSER training",
-            )
+        self.metrics.plot(CURVE_KEYS, "LaSER training")
         end_run(self.accelerator)
 
 
