@@ -10,6 +10,14 @@ input is the update ``delta``. The thought chain is
 with ``alpha`` a learnable gate that starts at 0, so an untrained LQ-Former passes the
 queries through unchanged and the gate opens as training finds the updates useful.
 
+**Counting** needs two things softmax attention alone lacks. A learned *null key* (an
+attention sink, ``attention_sink``): a query that finds no matching token attends to it,
+and one whose matches score as the null does puts n/(n+1) of its attention on n of them,
+so "none" and "how many" become expressible. *Position codes* (``position_codes``): fixed
+2-D sine-cosine codes of each visual token's row and column (as MAE's) are added to the
+tokens, so a query that has read the reference shape's column can score "the columns left
+of it" with a linear map.
+
 **Token selection**: the queries' cross-attention over the visual tokens at step k ranks
 the tokens (mean over heads and queries); the top ``keep_fraction`` of them are the only
 ones step k + 1 attends to (:func:`select_tokens`).
@@ -28,6 +36,7 @@ language model. A plugin folder holds ``cocova.json`` and ``weights.safetensors`
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -57,6 +66,10 @@ class LQFormerSettings:
     num_heads: int = 4
     iterations: int = 3
     """K: refinement steps."""
+    attention_sink: bool = True
+    """A learned null key and value in the cross-attention (see the module docstring)."""
+    position_codes: bool = True
+    """Add 2-D sine-cosine codes of row and column to the visual tokens (square grids)."""
     token_selection: bool = True
     keep_fraction: float = 0.75
     """Fraction of the current visual tokens kept for the next step (at least one)."""
@@ -79,6 +92,8 @@ class LQFormerSettings:
             raise ValueError("early_stop: must be >= 0")
         if self.width % self.num_heads:
             raise ValueError("num_heads: must divide width")
+        if self.position_codes and self.width % 4:
+            raise ValueError("width: position_codes need a multiple of 4")
 
 
 def num_kept(num_tokens: int, keep_fraction: float) -> int:
@@ -95,17 +110,39 @@ def select_tokens(
     return tokens.gather(1, indices[..., None].expand(-1, -1, tokens.shape[-1])), indices
 
 
+def grid_position_codes(num_tokens: int, width: int) -> torch.Tensor:
+    """Fixed 2-D sine-cosine codes [num_tokens, width] of tokens laid out row-major on a
+    square grid: the first half of each code encodes the row, the second the column."""
+    side = math.isqrt(num_tokens)
+    if side * side != num_tokens:
+        raise ValueError(
+            f"position_codes: {num_tokens} visual tokens are not a square grid "
+            "(set plugin.position_codes=false)"
+        )
+    frequencies = 1.0 / 10000 ** (torch.arange(width // 4) / (width // 4))
+    cells = torch.arange(num_tokens)
+
+    def codes(positions: torch.Tensor) -> torch.Tensor:
+        angles = positions[:, None].float() * frequencies
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+    return torch.cat([codes(cells // side), codes(cells % side)], dim=1)
+
+
 class LQFormerBlock(nn.Module):
     """One refinement step: self-attention with the question, cross-attention to vision, MLP."""
 
-    def __init__(self, width: int, num_heads: int) -> None:
+    def __init__(self, width: int, num_heads: int, attention_sink: bool = True) -> None:
         super().__init__()
         self.norm_self = nn.LayerNorm(width)
         self.norm_text = nn.LayerNorm(width)
         self.self_attn = nn.MultiheadAttention(width, num_heads, batch_first=True)
         self.norm_cross = nn.LayerNorm(width)
         self.norm_visual = nn.LayerNorm(width)
-        self.cross_attn = nn.MultiheadAttention(width, num_heads, batch_first=True)
+        # add_bias_kv appends a learned key and value to the visual tokens: the null key.
+        self.cross_attn = nn.MultiheadAttention(
+            width, num_heads, batch_first=True, add_bias_kv=attention_sink
+        )
         self.norm_mlp = nn.LayerNorm(width)
         self.mlp = nn.Sequential(
             nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width)
@@ -114,7 +151,8 @@ class LQFormerBlock(nn.Module):
     def forward(
         self, z: torch.Tensor, text: torch.Tensor, text_pad: torch.Tensor, visual: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Update ``delta`` [B, M, W] and the queries' attention over ``visual`` [B, M, N]."""
+        """Update ``delta`` [B, M, W] and the queries' attention over ``visual`` [B, M, N]
+        (without the null key's share: with an attention sink it sums to at most 1)."""
         q = self.norm_self(z)
         context = torch.cat([q, self.norm_text(text)], dim=1)
         query_pad = torch.zeros(z.shape[:2], dtype=torch.bool, device=z.device)
@@ -128,7 +166,7 @@ class LQFormerBlock(nn.Module):
         attended, attention = self.cross_attn(self.norm_cross(h), v, v)  # heads averaged
         h = h + attended
         h = h + self.mlp(self.norm_mlp(h))
-        return h - z, attention
+        return h - z, attention[..., : visual.shape[1]]
 
 
 class Thoughts(NamedTuple):
@@ -147,7 +185,7 @@ class LQFormer(nn.Module):
         super().__init__()
         self.settings = settings
         self.queries = nn.Parameter(torch.randn(settings.num_queries, settings.width) * 0.02)
-        self.block = LQFormerBlock(settings.width, settings.num_heads)
+        self.block = LQFormerBlock(settings.width, settings.num_heads, settings.attention_sink)
         self.gate = nn.Parameter(torch.zeros(()))  # alpha: tanh(0) = 0 closes the update
 
     def forward(self, visual: torch.Tensor, text: torch.Tensor, text_pad: torch.Tensor) -> Thoughts:
@@ -240,7 +278,10 @@ class CoCoVaPlugin(nn.Module):
         if self.config.settings.architecture == "llava":
             no_steps = torch.zeros(visual.shape[0], dtype=torch.long, device=visual.device)
             return PluginOutput(self.projector(visual), None, no_steps, [], [])
-        thoughts = self.lqformer(self.visual_in(visual), self.text_in(text_embeds), text_pad)
+        tokens = self.visual_in(visual)
+        if self.config.settings.position_codes:
+            tokens = tokens + grid_position_codes(*tokens.shape[1:]).to(tokens)
+        thoughts = self.lqformer(tokens, self.text_in(text_embeds), text_pad)
         embeds = self.projector(self.output_norm(thoughts.latents))
         return PluginOutput(
             embeds, thoughts.latents, thoughts.iterations, thoughts.kept, thoughts.update_sizes

@@ -18,7 +18,9 @@ from latentrl.models.qformer import (
     CoCoVaPlugin,
     CoCoVaPluginConfig,
     LQFormer,
+    LQFormerBlock,
     LQFormerSettings,
+    grid_position_codes,
     num_kept,
     select_tokens,
 )
@@ -101,6 +103,58 @@ def test_early_stop_counts_the_iterations_used():
         lqformer.gate.fill_(3.0)
     assert lqformer(*inputs).iterations.tolist() == [4, 4, 4]
     assert lqformer.train()(*inputs).iterations.tolist() == [4, 4, 4]  # never early in training
+
+
+def _tokens_matching(counts: list[int], tokens: int = 16) -> torch.Tensor:
+    """[len(counts), tokens, 8]: in row b the first counts[b] tokens carry e0 - e1 (a match),
+    the others e2 - e3; both zero-mean with one variance, so LayerNorm doubles them alike."""
+    visual = torch.zeros(len(counts), tokens, 8)
+    for b, count in enumerate(counts):
+        visual[b, :count, 0], visual[b, :count, 1] = 1.0, -1.0
+        visual[b, count:, 2], visual[b, count:, 3] = 1.0, -1.0
+    return visual
+
+
+@pytest.mark.parametrize("sink", [True, False])
+def test_null_key_takes_the_attention_when_no_visual_token_matches(sink):
+    torch.manual_seed(0)
+    block = LQFormerBlock(width=8, num_heads=1, attention_sink=sink)
+    attention = block.cross_attn
+    with torch.no_grad():
+        # Every query asks for feature 0 (score 20 * 2 / sqrt(8) on a match, 0 elsewhere) ...
+        attention.in_proj_weight.zero_()
+        attention.in_proj_bias.zero_()
+        attention.in_proj_bias[0] = 20.0
+        attention.in_proj_weight[8:16] = torch.eye(8)
+        if sink:  # ... and the null key scores as a match does.
+            attention.bias_k.zero_()
+            attention.bias_k[..., 0] = 2.0
+    counts = [0, 1, 2, 3]
+    z, text = torch.randn(4, 3, 8), torch.randn(4, 2, 8)
+    weights = block(z, text, torch.zeros(4, 2, dtype=torch.bool), _tokens_matching(counts))[1]
+    on_visual = weights.sum(dim=-1)  # [4, 3]: per question and query
+    if not sink:  # softmax over the tokens alone cannot say "none", nor count
+        assert torch.allclose(on_visual, torch.ones(4, 3))
+        assert torch.allclose(weights[0], torch.full((3, 16), 1 / 16))
+        return
+    assert on_visual[0].max().item() < 1e-4  # nothing matches: the null takes it all
+    for b, count in enumerate(counts[1:], 1):  # n matches: n/(n+1), a count
+        assert torch.allclose(on_visual[b], torch.full((3,), count / (count + 1)), atol=1e-4)
+        assert torch.allclose(
+            weights[b, :, :count], torch.full((3, count), 1 / (count + 1)), atol=1e-4
+        )
+
+
+def test_position_codes_encode_row_and_column_of_a_square_grid():
+    codes = grid_position_codes(16, 8)
+    assert codes.shape == (16, 8)
+    rows, columns = codes[:, :4], codes[:, 4:]
+    for i in range(16):
+        for j in range(16):
+            assert torch.equal(rows[i], rows[j]) == (i // 4 == j // 4)
+            assert torch.equal(columns[i], columns[j]) == (i % 4 == j % 4)
+    with pytest.raises(ValueError, match="15 visual tokens are not a square grid"):
+        grid_position_codes(15, 8)
 
 
 def _naive_infonce(a, b, scale):
