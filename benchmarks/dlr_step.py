@@ -47,7 +47,7 @@ def main() -> None:
     args = parser.parse_args()
     demo = load_config(DemoConfig, ROOT / "configs" / "demo.yaml")
     model_dir = pretrained_tiny_model(demo.task.name, demo.task.options, demo.model, demo.pretrain)
-    # The demo's main model writes worked solutions: decode them in full.
+    # Up to 48 tokens a decode, as for a main model that writes worked solutions.
     options = ", ".join(f"{k}: {v}" for k, v in demo.task.options.items())
     common = [
         f"steps={args.steps}",

@@ -88,6 +88,9 @@ def run_dlr(main_model: str, budget_s: float, eval_problems: int, out: Path) -> 
     cfg = load_config(DLRConfig, DLR_CONFIG, [
         f"main_model={main_model}", f"output_dir={out}", f"eval_problems={eval_problems}",
         "checkpoint_every=0", "rollout.backend=hf",
+        # RL alone, latents as a prefix: the setting this comparison was measured with (its
+        # main model never saw the latent slot that the demo's reads).
+        "warm_start_steps=0", "plugin.latent_position=prefix", "plugin.use_markers=false",
     ])  # fmt: skip
     trainer = DLRTrainer(cfg)
     trainer.setup()

@@ -63,6 +63,7 @@ def main() -> None:
         f"main_model={model_dir}", f"steps={args.steps}", f"group_size={args.group_size}",
         f"decode_k={args.group_size}", f"task.options={{{options}}}", "decode_max_tokens=48",
         "eval_problems=16", "checkpoint_every=0", f"rollout.backend={args.backend}",
+        "warm_start_steps=0",
     ]  # fmt: skip
     samples = 64 * args.group_size
     one, two = run(1, overrides), run(2, overrides)

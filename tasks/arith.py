@@ -25,7 +25,8 @@ Choices, and why:
 
 Load options: ``steps=2``, ``max_value=50``, ``ops="+-"``, ``num_examples`` (default
 20,000 for train, 1,000 for test), ``seed=0`` and ``direct=False`` (True: the solution is
-only ``#### N``, for training answers without worked steps).
+only ``#### N``, for training answers without worked steps). Every row also has a
+``thought`` column: the worked steps without the answer line.
 
 >>> row = TASK.load("test", limit=1, steps=3, max_value=9)[0]
 >>> print(row["prompt"])
@@ -158,6 +159,9 @@ def _render(
         "question": " ".join(sentences),
         "solution": lines[-1] if direct else "\n".join(lines),
         "answer": str(value),
+        # The worked steps without the answer line, also for direct rows: what a main
+        # model pre-trained with thoughts reads between the latent markers.
+        "thought": "\n".join(lines[:-1]),
     }
 
 

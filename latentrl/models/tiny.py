@@ -207,7 +207,8 @@ def pretraining_examples(task, rows, cfg: PretrainConfig) -> list[tuple[str, str
     """(prompt, target) pairs; with ``cfg.thought_rate`` > 0, direct answers with thoughts.
 
     A thought goes where DLR injects latents: ``prefix <|latent_start|> steps
-    <|latent_end|> answer cue``.
+    <|latent_end|> answer cue``. The steps are the row's ``thought`` column when it has
+    one (arith rows do, direct or not), else its solution without the final line.
     """
     if cfg.thought_rate == 0:
         return [(row["prompt"], task.target(row)) for row in rows]
@@ -216,9 +217,10 @@ def pretraining_examples(task, rows, cfg: PretrainConfig) -> list[tuple[str, str
     examples = []
     for row, thought in zip(rows, shows_thought, strict=True):
         *steps, final = row["solution"].split("\n")
+        worked = row.get("thought") or "\n".join(steps)
         prompt = row["prompt"]
-        if thought and steps and prompt.endswith(cfg.answer_cue):
-            prefix, worked = prompt[: -len(cfg.answer_cue)], "\n".join(steps)
+        if thought and worked and prompt.endswith(cfg.answer_cue):
+            prefix = prompt[: -len(cfg.answer_cue)]
             prompt = f"{prefix}{LATENT_START_TOKEN}{worked}{LATENT_END_TOKEN}{cfg.answer_cue}"
         examples.append((prompt, " " + final))
     return examples

@@ -9,7 +9,12 @@ from latentrl.tasks import get_task
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from latentrl.config import PretrainConfig, TinyModelConfig
-from latentrl.models.tiny import build_tiny_model, pretrained_tiny_model, train_tokenizer
+from latentrl.models.tiny import (
+    build_tiny_model,
+    pretrained_tiny_model,
+    pretraining_examples,
+    train_tokenizer,
+)
 from latentrl.models.tokens import (
     LATENT_END_TOKEN,
     LATENT_START_TOKEN,
@@ -94,3 +99,17 @@ def test_cache_key_covers_settings(tmp_path):
     assert not [
         p for p in (tmp_path / "tiny").iterdir() if p.name.startswith(".")
     ]  # no staging left
+
+
+def test_thoughts_show_the_worked_steps_of_direct_rows_in_the_latent_slot():
+    task = get_task("arith")
+    rows = task.load("train", limit=2, steps=2, max_value=9, direct=True)
+    assert rows[0]["solution"] == f"#### {rows[0]['answer']}"
+    always = PretrainConfig(thought_rate=1.0)
+    prompt, target = pretraining_examples(task, rows, always)[0]
+    prefix = rows[0]["prompt"][: -len("Answer:")]
+    assert rows[0]["thought"].count("\n") == 1  # two worked steps, no answer line
+    assert prompt == f"{prefix}{LATENT_START_TOKEN}{rows[0]['thought']}{LATENT_END_TOKEN}Answer:"
+    assert target == f" #### {rows[0]['answer']}"
+    never = PretrainConfig(thought_rate=0.0)
+    assert pretraining_examples(task, rows, never)[0] == (rows[0]["prompt"], task.target(rows[0]))

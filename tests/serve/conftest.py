@@ -28,7 +28,8 @@ def tiny_plugin_dir(tiny_model_dir, tmp_path_factory) -> Path:
     dlr.main(REPO_ROOT / "configs" / "dlr_arith_tiny.yaml", [
         f"main_model={tiny_model_dir}", f"output_dir={output_dir}", "steps=1",
         "questions_per_step=4", "group_size=4", "decode_k=4", "eval_problems=4",
-        "decode_max_tokens=8", "checkpoint_every=0", "rollout.backend=hf", *options,
+        "decode_max_tokens=8", "checkpoint_every=0", "rollout.backend=hf", "warm_start_steps=0",
+        *options,
     ])  # fmt: skip
     return output_dir / "plugin"
 

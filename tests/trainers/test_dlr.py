@@ -24,7 +24,7 @@ def small_run(model_dir, output_dir, *overrides):
     return [
         f"main_model={model_dir}", f"output_dir={output_dir}", "questions_per_step=4",
         "group_size=4", "decode_k=4", "eval_problems=8", "decode_max_tokens=8",
-        "rollout.backend=hf", "checkpoint_every=2", *options, *overrides,
+        "rollout.backend=hf", "checkpoint_every=2", "warm_start_steps=0", *options, *overrides,
     ]  # fmt: skip
 
 
