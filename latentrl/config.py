@@ -608,6 +608,9 @@ class RetrieverSettings:
     latent_steps: int = 3
     """K: states averaged into a vector (the ``<EOS>`` state plus K - 1 soft tokens);
     1 is a plain last-token retriever."""
+    latent_documents: bool = True
+    """Encode documents with the K latent steps too (DESIGN.md); false: documents by their
+    ``<EOS>`` state alone (K = 1), the queries still with K steps."""
     max_query_tokens: int = 256
     max_document_tokens: int = 512
     max_rationale_tokens: int = 256

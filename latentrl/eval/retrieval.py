@@ -57,7 +57,9 @@ class RetrieverModel:
         self, queries: Sequence[str], batch_size: int | None = None, **kwargs: Any
     ) -> np.ndarray:
         """Unit vectors [len(queries), H] (float32)."""
-        return self._encode(queries, self.retriever.settings.max_query_tokens, batch_size)
+        return self._encode(
+            queries, self.retriever.settings.max_query_tokens, batch_size, self.steps
+        )
 
     def encode_corpus(
         self,
@@ -67,11 +69,14 @@ class RetrieverModel:
     ) -> np.ndarray:
         """Unit vectors of documents given as strings or BEIR dicts (``title``, ``text``)."""
         texts = [doc if isinstance(doc, str) else _beir_text(doc) for doc in corpus]
-        return self._encode(texts, self.retriever.settings.max_document_tokens, batch_size)
+        steps = self.steps or self.retriever.document_steps
+        return self._encode(texts, self.retriever.settings.max_document_tokens, batch_size, steps)
 
-    def _encode(self, texts: Sequence[str], max_tokens: int, batch_size: int | None) -> np.ndarray:
+    def _encode(
+        self, texts: Sequence[str], max_tokens: int, batch_size: int | None, steps: int | None
+    ) -> np.ndarray:
         vectors = self.retriever.embed(
-            list(texts), max_tokens, batch_size or self.batch_size, steps=self.steps
+            list(texts), max_tokens, batch_size or self.batch_size, steps=steps
         )
         return vectors.numpy()
 

@@ -9,7 +9,8 @@ r"""The LaSER retriever: one causal LM backbone (LoRA via PEFT), two views of a 
   is the normalised ``<EOS>`` state, and the state at the last token of each segment is a
   step of the explicit reasoning trajectory.
 
-With ``latent_steps = 1`` the latent view is a plain last-token retriever.
+With ``latent_steps = 1`` the latent view is a plain last-token retriever; with
+``latent_documents = False`` documents are encoded by their ``<EOS>`` state alone.
 
 >>> retriever = LaSERRetriever.from_backbone("path/to/model")  # doctest: +SKIP
 >>> vectors, states = retriever.encode_latent(["How many eggs?"])  # doctest: +SKIP
@@ -230,6 +231,11 @@ class LaSERRetriever(torch.nn.Module):
             vectors[picks] = encoded.float().cpu()
         self.train(was_training)
         return vectors
+
+    @property
+    def document_steps(self) -> int:
+        """K of the documents' latent view: the queries' K, or 1 without ``latent_documents``."""
+        return self.settings.latent_steps if self.settings.latent_documents else 1
 
     @property
     def hidden_size(self) -> int:

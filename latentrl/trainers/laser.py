@@ -181,9 +181,11 @@ class ShardedRetrieverModel(RetrieverModel):
         super().__init__(retriever, batch_size)
         self.accelerator = accelerator
 
-    def _encode(self, texts: Sequence[str], max_tokens: int, batch_size: int | None) -> np.ndarray:
+    def _encode(
+        self, texts: Sequence[str], max_tokens: int, batch_size: int | None, steps: int | None
+    ) -> np.ndarray:
         mine = process_share(self.accelerator, len(texts))
-        vectors = torch.from_numpy(super()._encode(texts[mine], max_tokens, batch_size))
+        vectors = torch.from_numpy(super()._encode(texts[mine], max_tokens, batch_size, steps))
         gathered = gather_with_grad(
             self.accelerator, vectors.to(self.accelerator.device), len(texts)
         )
@@ -303,7 +305,9 @@ class LaSERTrainer:
         batch's documents. Called through DDP as :class:`Objective`'s forward."""
         data, retriever = self.train_data, self.retriever
         documents, _ = retriever.encode_latent(
-            [data.corpus[d] for d in doc_ids], retriever.settings.max_document_tokens
+            [data.corpus[d] for d in doc_ids],
+            retriever.settings.max_document_tokens,
+            retriever.document_steps,
         )
         # Every process's documents, with gradient: each query meets the whole batch's.
         documents = gather_with_grad(self.accelerator, documents, num_documents)

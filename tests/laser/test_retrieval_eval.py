@@ -52,3 +52,17 @@ def test_retriever_model_encodes_queries_and_beir_documents(tiny_model_dir):
     with torch.no_grad():
         expected, _ = retriever.encode_latent(["Sums\n2 + 3 = 5"], 512)
     assert np.allclose(corpus[0], expected[0].numpy(), atol=1e-5)
+
+
+def test_without_latent_documents_the_corpus_is_encoded_by_its_eos_state(tiny_model_dir):
+    settings = RetrieverSettings(lora=False, latent_documents=False)
+    retriever = LaSERRetriever.from_backbone(tiny_model_dir, settings)
+    model = RetrieverModel(retriever)
+    texts = ["2 + 3 = 5", "Eva has 5 stamps."]
+    with torch.no_grad():
+        plain, _ = retriever.encode_latent(texts, steps=1)
+        latent, _ = retriever.encode_latent(texts)
+    assert retriever.document_steps == 1
+    assert np.allclose(model.encode_corpus(texts), plain.numpy(), atol=1e-5)
+    assert np.allclose(model.encode_queries(texts), latent.numpy(), atol=1e-5)  # K = 3
+    assert not np.allclose(plain.numpy(), latent.numpy(), atol=1e-3)
