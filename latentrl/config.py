@@ -204,7 +204,9 @@ class ServeConfig:
         )
         require_non_negative(self, "batch_wait_ms")
         if "{question}" not in self.prompt_template:
-            raise ValueError(f"prompt_template: must contain {{question}}: {self.prompt_template!r}")
+            raise ValueError(
+                f"prompt_template: must contain {{question}}: {self.prompt_template!r}"
+            )
         for name in self.plugins:
             if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
                 raise ValueError(
@@ -305,6 +307,10 @@ class DLRConfig:
     """Supervised steps through the frozen main model before RL (0 skips the warm start)."""
     warm_start_batch_size: int = 32
     warm_start_learning_rate: float = 3e-4
+    warm_start_reset_std: bool = True
+    """After the warm start, reset the latents' std to ``plugin.init_log_std`` (the mean is
+    kept). The warm start's cross-entropy shrinks the std (demo: to 0.07), and then nearly
+    every group decodes G identical answers: no advantage for RL to learn from."""
 
     eval_problems: int = 500
     """Held-out problems for the before/after evaluation."""

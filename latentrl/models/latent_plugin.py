@@ -171,6 +171,12 @@ class LatentPlugin(nn.Module):
         log_std = low + (high - low) * torch.sigmoid(raw_log_std + self._log_std_offset)
         return LatentDistribution(mean, log_std, states.mean(dim=1))
 
+    def reset_log_std(self) -> None:
+        """Make log-std ``init_log_std`` for every question again; the mean is unchanged."""
+        with torch.no_grad():
+            self.latent_head.weight[self.settings.latent_dim :].zero_()
+            self.latent_head.bias[self.settings.latent_dim :].zero_()
+
     def forward(
         self,
         input_ids: torch.Tensor,

@@ -335,6 +335,8 @@ class DLRTrainer:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             bar.set_postfix(loss=f"{loss.item():.3f}")
+        if cfg.warm_start_reset_std:
+            policy.reset_log_std()
 
     def _warm_start_loss(self, rows: Sequence[dict], noise: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy over every process's solution tokens; this process's part."""

@@ -147,6 +147,24 @@ def test_main_model_is_bit_identical_after_training(tiny_model_dir, tmp_path):
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
+def test_warm_start_moves_the_mean_and_resets_the_std(tiny_model_dir, tmp_path):
+    cfg = load_config(
+        DLRConfig, CONFIG,
+        small_run(tiny_model_dir, tmp_path, "warm_start_steps=3", "warm_start_batch_size=4",
+                  "warm_start_learning_rate=1e-2"),
+    )  # fmt: skip
+    trainer = DLRTrainer(cfg)
+    trainer.setup()
+    encoded = trainer.policy.encode_questions(trainer.eval_rows["question"][:4])
+    before = trainer.policy.distribution(*encoded)
+    trainer.warm_start()
+    after = trainer.policy.distribution(*encoded)
+    trainer.cleanup()
+    assert not torch.allclose(after.mean, before.mean)
+    expected = torch.full_like(after.log_std, cfg.plugin.init_log_std)
+    torch.testing.assert_close(after.log_std, expected)
+
+
 def test_plugin_round_trip_and_main_model_check(tiny_model_dir, tmp_path):
     cfg = load_config(DLRConfig, CONFIG, small_run(tiny_model_dir, tmp_path, "steps=1"))
     trainer = DLRTrainer(cfg)
