@@ -3,7 +3,7 @@
 >>> task = get_task("arith")
 >>> row = task.load("train", limit=1, steps=1, max_value=9)[0]
 >>> list(row)
-['question', 'prompt', 'solution', 'answer']
+['question', 'prompt', 'solution', 'answer', 'thought']
 >>> print(row["prompt"] + task.target(row))  # a supervised training text
 Question: Eva has 5 stamps. She finds 1 more. How many stamps does Eva have now?
 Answer: 5 + 1 = 6
