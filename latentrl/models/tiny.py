@@ -220,10 +220,15 @@ def pretraining_examples(task, rows, cfg: PretrainConfig) -> list[tuple[str, str
         worked = row.get("thought") or "\n".join(steps)
         prompt = row["prompt"]
         if thought and worked and prompt.endswith(cfg.answer_cue):
-            prefix = prompt[: -len(cfg.answer_cue)]
-            prompt = f"{prefix}{LATENT_START_TOKEN}{worked}{LATENT_END_TOKEN}{cfg.answer_cue}"
+            prompt = latent_slot_prompt(prompt, cfg.answer_cue, worked)
         examples.append((prompt, " " + final))
     return examples
+
+
+def latent_slot_prompt(prompt: str, answer_cue: str, slot_text: str = "") -> str:
+    """``prompt`` with the latent slot (holding ``slot_text``) before its answer cue."""
+    prefix = prompt[: -len(answer_cue)] if prompt.endswith(answer_cue) else prompt
+    return f"{prefix}{LATENT_START_TOKEN}{slot_text}{LATENT_END_TOKEN}{answer_cue}"
 
 
 def _encode_example(tokenizer, prompt: str, target: str) -> tuple[list[int], int]:

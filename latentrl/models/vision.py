@@ -34,8 +34,13 @@ from transformers import AutoImageProcessor, AutoModel, ViTConfig, ViTImageProce
 
 from latentrl.config import PretrainConfig, TinyModelConfig, require_positive
 from latentrl.io import atomic_folder
-from latentrl.models.tiny import build_tiny_model, default_cache_dir, pretrain, train_tokenizer
-from latentrl.models.tokens import LATENT_END_TOKEN, LATENT_START_TOKEN
+from latentrl.models.tiny import (
+    build_tiny_model,
+    default_cache_dir,
+    latent_slot_prompt,
+    pretrain,
+    train_tokenizer,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -218,16 +223,6 @@ def pretrained_tiny_vit(
     )
 
 
-def vqa_prompt(question_prompt: str, answer_cue: str, slot_text: str = "") -> str:
-    """A task prompt with the latent slot (holding ``slot_text``) before its answer cue."""
-    prefix = (
-        question_prompt[: -len(answer_cue)]
-        if question_prompt.endswith(answer_cue)
-        else question_prompt
-    )
-    return f"{prefix}{LATENT_START_TOKEN}{slot_text}{LATENT_END_TOKEN}{answer_cue}"
-
-
 def pretrained_vqa_language_model(
     task_name: str = "shapes_vqa",
     task_options: dict | None = None,
@@ -260,7 +255,9 @@ def pretrained_vqa_language_model(
         shown = (torch.rand(len(rows), generator=generator) < thought_rate).tolist()
         examples = [
             (
-                vqa_prompt(r["prompt"], pretrain_cfg.answer_cue, r["thought"] if show else ""),
+                latent_slot_prompt(
+                    r["prompt"], pretrain_cfg.answer_cue, r["thought"] if show else ""
+                ),
                 " " + r["answer"],
             )
             for r, show in zip(rows, shown, strict=True)
