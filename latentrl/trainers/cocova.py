@@ -22,8 +22,9 @@ gloo where there is none) each process takes a contiguous share of every step's 
 against every process's rows, so the loss, the logged numbers and the trained plugin are
 those of one process with the same batch. With ``gradient_accumulation_steps`` G the
 step's batch is split into G micro-batches, each shared out like a whole step, and
-accelerate accumulates their gradients (the InfoNCE negatives: one micro-batch's rows). The models and each step's tensors live on
-accelerate's device; the precomputed visual features stay on the CPU.
+accelerate accumulates their gradients (the InfoNCE negatives: one micro-batch's rows).
+The models and each step's tensors live on accelerate's device; the precomputed visual
+features stay on the CPU.
 
 Simplified relative to the paper (which publishes no code): one LQ-Former block shared
 by all K steps with one scalar gate; token selection ranks tokens by the mean attention of
