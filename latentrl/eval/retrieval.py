@@ -108,10 +108,10 @@ def search(
 TREC_MEASURES = {"ndcg@10": "ndcg_cut_10", "recall@10": "recall_10", "recall@100": "recall_100"}
 
 
-def ranking_metrics(
+def per_query_metrics(
     qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mapping[str, float]]
-) -> dict[str, float]:
-    """nDCG@10, Recall@10, Recall@100 and MRR@10, means over the judged queries (trec_eval's
+) -> dict[str, dict[str, float]]:
+    """nDCG@10, Recall@10, Recall@100 and MRR@10 of every judged query (trec_eval's
     definitions, through pytrec_eval)."""
     import pytrec_eval
 
@@ -123,34 +123,49 @@ def ranking_metrics(
     top10 = {
         q: dict(sorted(docs.items(), key=lambda item: -item[1])[:10]) for q, docs in full.items()
     }
-    per_query = pytrec_eval.RelevanceEvaluator(judged, set(TREC_MEASURES.values())).evaluate(full)
+    measured = pytrec_eval.RelevanceEvaluator(judged, set(TREC_MEASURES.values())).evaluate(full)
     reciprocal = pytrec_eval.RelevanceEvaluator(judged, {"recip_rank"}).evaluate(top10)
     # trec_eval leaves out a query whose ranking is empty: it scores 0 on every measure.
-    metrics = {
-        name: sum(per_query.get(q, {}).get(measure, 0.0) for q in qrels) / len(qrels)
-        for name, measure in TREC_MEASURES.items()
+    return {
+        q: {name: measured.get(q, {}).get(measure, 0.0) for name, measure in TREC_MEASURES.items()}
+        | {"mrr@10": reciprocal.get(q, {}).get("recip_rank", 0.0)}
+        for q in qrels
     }
-    metrics["mrr@10"] = sum(reciprocal.get(q, {}).get("recip_rank", 0.0) for q in qrels) / len(
-        qrels
-    )
-    return metrics
 
 
-def evaluate_retriever(model: RetrieverModel, data: RetrievalData) -> dict[str, float]:
-    """Ranking metrics of ``model`` on ``data`` (whole corpus), plus encoding times."""
+def ranking_metrics(
+    qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mapping[str, float]]
+) -> dict[str, float]:
+    """The means of :func:`per_query_metrics` over the judged queries."""
+    per_query = per_query_metrics(qrels, run)
+    return {name: sum(row[name] for row in per_query.values()) / len(qrels) for name in METRICS}
+
+
+def rank_corpus(
+    model: RetrieverModel, data: RetrievalData
+) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """The top-100 run of ``data``'s queries over its whole corpus, and the encoding times."""
     doc_ids, query_ids = list(data.corpus), list(data.queries)
     started = time.perf_counter()
     doc_vectors = model.encode_corpus([data.corpus[d] for d in doc_ids])
     encoded = time.perf_counter()
     query_vectors = model.encode_queries([data.queries[q] for q in query_ids])
     queried = time.perf_counter()
-    run = search(query_vectors, doc_vectors, query_ids, doc_ids)
-    return {
-        **ranking_metrics(data.qrels, run),
-        "num_queries": len(query_ids),
-        "num_documents": len(doc_ids),
+    timings = {
         "corpus_encode_seconds": encoded - started,
         "query_encode_seconds": queried - encoded,
+    }
+    return search(query_vectors, doc_vectors, query_ids, doc_ids), timings
+
+
+def evaluate_retriever(model: RetrieverModel, data: RetrievalData) -> dict[str, float]:
+    """Ranking metrics of ``model`` on ``data`` (whole corpus), plus encoding times."""
+    run, timings = rank_corpus(model, data)
+    return {
+        **ranking_metrics(data.qrels, run),
+        "num_queries": len(data.queries),
+        "num_documents": len(data.corpus),
+        **timings,
     }
 
 
@@ -285,6 +300,8 @@ __all__ = [
     "evaluate_retriever",
     "generate_rationales",
     "measure_query_latency",
+    "per_query_metrics",
+    "rank_corpus",
     "ranking_metrics",
     "run_retrieval_eval",
     "search",

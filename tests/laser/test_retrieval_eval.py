@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from latentrl.config import RetrieverSettings
-from latentrl.eval.retrieval import RetrieverModel, ranking_metrics, search
+from latentrl.eval.retrieval import RetrieverModel, per_query_metrics, ranking_metrics, search
 from latentrl.models.retriever import LaSERRetriever
 
 
@@ -27,6 +27,12 @@ def test_metrics_match_hand_computation():
     assert metrics["mrr@10"] == pytest.approx((1 / 2 + 1 + 0) / 3)
     assert metrics["recall@10"] == pytest.approx((1 + 1 + 0) / 3)
     assert metrics["recall@100"] == metrics["recall@10"]
+    per_query = per_query_metrics(qrels, run)
+    assert per_query["q1"] == pytest.approx(
+        {"ndcg@10": ndcg_q1, "recall@10": 1.0, "recall@100": 1.0, "mrr@10": 0.5}
+    )
+    assert per_query["q2"]["ndcg@10"] == pytest.approx(ndcg_q2)
+    assert per_query["q3"] == {"ndcg@10": 0.0, "recall@10": 0.0, "recall@100": 0.0, "mrr@10": 0.0}
     with pytest.raises(ValueError, match="run: no ranking for query 'q3'"):
         ranking_metrics(qrels, {"q1": run["q1"], "q2": run["q2"]})
 
