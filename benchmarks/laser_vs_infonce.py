@@ -59,9 +59,9 @@ def run_once(method: str, seed: int, overrides: list[str], folder: Path) -> dict
         CONFIGS[method],
         [*overrides, f"seed={seed}", f"output_dir={folder}", "checkpoint_every=0"],
     )
-    started = time.perf_counter()
     trainer = LaSERTrainer(cfg)
     trainer.setup()
+    started = time.perf_counter()
     trainer.train()
     trained_s = time.perf_counter() - started
     run, _ = rank_corpus(
