@@ -411,12 +411,17 @@ class DemoConfig:
     """``key=value`` overrides of the recipe, as on the ``train dlr`` command line."""
     eval_problems: int = 500
     """Held-out problems decoded and scored before and after training."""
+    seeds: list[int] = field(default_factory=lambda: [0])
+    """The recipe's seeds: one plugin is trained per seed (in ``output_dir/seed-S``) for the
+    same frozen main model, and the table shows each seed with the mean and range."""
     output_dir: str = "runs/demo"
     cache_dir: str | None = None
     """Where pre-trained tiny models are cached (default ``~/.cache/latentrl``)."""
 
     def __post_init__(self) -> None:
         require_positive(self, "eval_problems")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"seeds: expected one or more distinct seeds, got {self.seeds}")
 
 
 # --------------------------------------------------------------------------------------

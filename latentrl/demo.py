@@ -1,29 +1,33 @@
 """``latentrl demo`` (``make demo``): DLR end to end on 2 CPU cores.
 
 1. build a tiny Qwen2 main model and tokenizer for the task and pre-train it (cached);
-2. freeze it and train a latent plugin for it with the DLR recipe of ``dlr_config``
-   (the task, rollout engine, held-out problems and run folder come from the demo's
-   config, so the plugin is trained for exactly the model built in step 1);
+2. freeze it and train a latent plugin for it with the DLR recipe of ``dlr_config``, once
+   per seed of ``seeds`` (the task, rollout engine, held-out problems and run folder come
+   from the demo's config, so the plugin is trained for exactly the model built in step 1);
 3. print held-out accuracy of the frozen model alone, with the warm-started plugin (when
-   the recipe warm-starts) and with the RL-trained plugin, and the reward's trend; the
-   plugin, ``summary.json``, ``metrics.jsonl`` and ``curves.png`` are in the run folder.
+   the recipe warm-starts) and with the RL-trained plugin, per seed, with the mean and
+   range over the seeds; each seed's plugin, ``summary.json``, ``metrics.jsonl`` and
+   ``curves.png`` are in ``output_dir/seed-S``, the table over seeds in ``summary.json``.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from latentrl.config import DemoConfig, DLRConfig, load_config, save_config
+from latentrl.io import write_json
 from latentrl.models.tiny import pretrained_tiny_model
+from latentrl.seeds import mean_and_range
 from latentrl.trainers import dlr
 
 
 def run_demo(config_path: str | None, overrides: Sequence[str]) -> int:
     cfg = load_config(DemoConfig, config_path, overrides)
     # The recipe is checked before the model is built: a bad value fails in seconds.
-    recipe = load_config(DLRConfig, cfg.dlr_config, cfg.dlr_overrides)
+    load_config(DLRConfig, cfg.dlr_config, cfg.dlr_overrides)
     run_dir = Path(cfg.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "demo.yaml")
@@ -36,11 +40,35 @@ def run_demo(config_path: str | None, overrides: Sequence[str]) -> int:
         f"tiny main model: {model_dir} ({time.perf_counter() - started:.0f} s, "
         "cached after the first run)"
     )
-    recipe.main_model = str(model_dir)
-    recipe.task = cfg.task
-    recipe.rollout = cfg.rollout
-    recipe.eval_problems = cfg.eval_problems
-    recipe.output_dir = str(run_dir)
-    status = dlr.run(recipe)
+    accuracies: dict[int, dict[str, float]] = {}
+    for seed in cfg.seeds:
+        print(f"\n== seed {seed} ==")
+        recipe = load_config(DLRConfig, cfg.dlr_config, [*cfg.dlr_overrides, f"seed={seed}"])
+        recipe.main_model = str(model_dir)
+        recipe.task = cfg.task
+        recipe.rollout = cfg.rollout
+        recipe.eval_problems = cfg.eval_problems
+        recipe.output_dir = str(run_dir / f"seed-{seed}")
+        status = dlr.run(recipe)
+        if status != 0:
+            return status
+        summary = json.loads((Path(recipe.output_dir) / "summary.json").read_text())
+        accuracies[seed] = {
+            name: result["accuracy"] for name, result in summary.items() if name != "steps"
+        }
+    print(seed_table(accuracies))
+    write_json(run_dir / "summary.json", {f"seed {s}": row for s, row in accuracies.items()})
     print(f"demo finished in {(time.perf_counter() - started) / 60:.1f} min; run folder {run_dir}")
-    return status
+    return 0
+
+
+def seed_table(accuracies: dict[int, dict[str, float]]) -> str:
+    """Held-out accuracy per seed, with the mean and range over the seeds."""
+    seeds = list(accuracies)
+    header = f"{'held-out accuracy':<24}" + "".join(f"{f'seed {s}':>9}" for s in seeds)
+    lines = ["", header + "   mean (range)"]
+    for name in accuracies[seeds[0]]:
+        values = [accuracies[s][name] for s in seeds]
+        cells = "".join(f"{v:>9.1%}" for v in values)
+        lines.append(f"{name:<24}{cells}   {mean_and_range(values)}")
+    return "\n".join(lines)

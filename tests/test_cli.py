@@ -32,7 +32,11 @@ def test_tasks_lists_builtin_tasks(capsys):
     [
         (
             ["demo", "--config", "configs/demo.yaml", "eval_problem=3"],
-            "latentrl demo: config error: unknown key 'eval_problem' (in the command line); known keys: cache_dir, dlr_config, dlr_overrides, eval_problems, model, output_dir, pretrain, rollout, task",
+            "latentrl demo: config error: unknown key 'eval_problem' (in the command line); known keys: cache_dir, dlr_config, dlr_overrides, eval_problems, model, output_dir, pretrain, rollout, seeds, task",
+        ),
+        (
+            ["demo", "--config", "configs/demo.yaml", "seeds=[0,0]"],
+            "latentrl demo: config error: seeds: expected one or more distinct seeds, got [0, 0] (in the command line)",
         ),
         (
             ["demo", "--config", "configs/demo.yaml", "eval_problems=lots"],

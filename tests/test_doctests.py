@@ -8,7 +8,13 @@ import pkgutil
 
 import pytest
 
-PACKAGES = ["latentrl.config", "latentrl.losses", "latentrl.rewards", "latentrl.tasks"]
+PACKAGES = [
+    "latentrl.config",
+    "latentrl.losses",
+    "latentrl.rewards",
+    "latentrl.seeds",
+    "latentrl.tasks",
+]
 # Every module of these documents itself with examples.
 EXAMPLES_REQUIRED = ("latentrl.losses", "latentrl.rewards")
 

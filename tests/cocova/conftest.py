@@ -6,12 +6,13 @@ import pytest
 
 from latentrl.config import PretrainConfig, TinyModelConfig
 from latentrl.models.vision import TinyViTConfig, pretrained_tiny_vit, pretrained_vqa_language_model
+from tests.conftest import TEST_SEED
 
-TEST_VIT = TinyViTConfig(pretrain_steps=60, pretrain_examples=1000)
+TEST_VIT = TinyViTConfig(pretrain_steps=60, pretrain_examples=1000, seed=TEST_SEED)
 TEST_LM = TinyModelConfig(
-    vocab_size=320, num_layers=1, intermediate_size=256, max_position_embeddings=128
+    vocab_size=320, num_layers=1, intermediate_size=256, max_position_embeddings=128, seed=TEST_SEED
 )
-TEST_LM_PRETRAIN = PretrainConfig(steps=80, batch_size=32, num_examples=2000)
+TEST_LM_PRETRAIN = PretrainConfig(steps=80, batch_size=32, num_examples=2000, seed=TEST_SEED)
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from latentrl.config import ConfigError, load_config
 from latentrl.models.qformer import CoCoVaPlugin
 from latentrl.trainers.cocova import CoCoVaConfig, CoCoVaTrainer
 from latentrl.trainers.common import read_metrics
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, TEST_SEED
 
 CONFIG = REPO_ROOT / "configs" / "cocova_shapes_tiny.yaml"
 
@@ -24,7 +24,7 @@ def run_args(models, output_dir, *overrides):
         f"language_model={models['language_model']}", f"vision_encoder={models['vision_encoder']}",
         f"output_dir={output_dir}", "train_examples=256", "eval_problems=24", "batch_size=16",
         "plugin.width=32", "plugin.num_heads=2", "plugin.denoiser_width=32", "time_budget_s=0",
-        "checkpoint_every=3", "warmup_steps=1", *overrides,
+        "checkpoint_every=3", "warmup_steps=1", f"seed={TEST_SEED}", *overrides,
     ]  # fmt: skip
 
 

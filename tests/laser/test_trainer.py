@@ -15,7 +15,7 @@ from latentrl.cli import main
 from latentrl.config import RationaleConfig, RolloutConfig
 from latentrl.trainers.common import read_metrics
 from latentrl.trainers.laser import cached_rationales
-from tests.conftest import reset_accelerator_state
+from tests.conftest import TEST_SEED, reset_accelerator_state
 from tests.laser.conftest import NUM_TRAIN
 
 
@@ -26,7 +26,7 @@ def train_args(model_dir, data_dir, out, cache, *extra):
         "retriever.lora=false", "batch_size=8", "hard_negatives=1", "learning_rate=5e-3",
         "warmup_steps=0", "encode_batch_size=16", "checkpoint_every=0",
         "rollout.backend=hf", f"rationale.cache_dir={cache}", "rationale.max_tokens=8",
-        f"output_dir={out}", *extra,
+        f"output_dir={out}", f"seed={TEST_SEED}", *extra,
     ]  # fmt: skip
 
 
