@@ -14,6 +14,7 @@ import math
 import random
 import shutil
 import warnings
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -232,20 +233,32 @@ class Objective(torch.nn.Module):
     A trainer whose losses call several modules and methods wraps them here, so one
     ``forward`` computes everything: ``compute(*args)``, which returns ``(loss, stats)``
     and uses the ``modules``' parameters.
+
+    A trainer's bound method is held weakly: a strong reference would close the cycle
+    trainer -> DDP wrapper -> objective -> trainer, which only the cyclic garbage collector
+    frees, possibly during interpreter shutdown, where DDP's reducer then tears down its
+    gloo process group and the process aborts ("terminate called without an active
+    exception"). Without the cycle, everything goes when the trainer does.
     """
 
     def __init__(self, compute: Callable[..., Any], **modules: torch.nn.Module) -> None:
         super().__init__()
-        self.compute = compute
+        self._compute = (
+            weakref.WeakMethod(compute) if hasattr(compute, "__self__") else lambda: compute
+        )
         self.parts = torch.nn.ModuleDict(modules)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        return self.compute(*args, **kwargs)
+        return self._compute()(*args, **kwargs)
 
 
 def end_run(accelerator) -> None:
     """Close the trackers, and in a multi-process run the process group accelerate started."""
     if accelerator.num_processes > 1:
+        # No process leaves the group while another still talks to it, and accelerate drops
+        # its references to the DDP wrappers, so they go before the group does.
+        accelerator.wait_for_everyone()
+        accelerator.free_memory()
         accelerator.end_training()
     else:
         # A single process has no group of accelerate's; the default group there, if any,
