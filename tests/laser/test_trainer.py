@@ -30,29 +30,38 @@ def train_args(model_dir, data_dir, out, cache, *extra):
     ]  # fmt: skip
 
 
-def test_train_then_eval_improves_held_out_ndcg(tiny_model_dir, animals_dir, tmp_path, capsys):
+def test_train_then_eval_improves_held_out_ndcg(
+    tiny_model_dir, numbered_animals_dir, tmp_path, capsys
+):
+    animals_dir = numbered_animals_dir
     out, cache = tmp_path / "run", tmp_path / "rationales"
-    assert main(train_args(tiny_model_dir, animals_dir, out, cache, "steps=40")) == 0
+    # LoRA with a warm-up; the distillation at temperature 0.1: at the paper's 0.02 its KL
+    # (weight 10) pulled the latent view to a uniform score (InfoNCE at ln 8 = 2.08 over the
+    # batch's documents) in 3 of 4 runs on seeds 3-6, following a teacher that starts worse
+    # than uniform; with it at 0.1, or without it, the latent view learns.
+    settings = ("steps=80", "retriever.lora=true", "learning_rate=2e-3", "warmup_steps=10",
+                "loss.distill_tau=0.1")  # fmt: skip
+    assert main(train_args(tiny_model_dir, animals_dir, out, cache, *settings)) == 0
     summary = json.loads((out / "summary.json").read_text())
     before, after = summary["before"], summary["after"]
-    assert (before["num_queries"], before["num_documents"]) == (8, 36)
-    # Unseen animals, measured for LATENTRL_TEST_SEED 0 / 1 / 2: 0.000 -> 0.115,
-    # 0.204 -> 0.240 (fails) and 0.038 -> 0.122. Not yet robust over seeds: at this lr the
-    # latent InfoNCE stays near ln(8) (2.19 -> 2.16 for seed 0, 2.16 -> 2.14 at lr 1e-9),
-    # and no setting tried on seeds 3-6 (LoRA, lr 3e-4..2e-3, tau 0.05, 80-150 steps,
-    # 120 names, paraphrased held-out queries) held on seeds 0-2 (the DLR/LaSER notes).
-    assert after["ndcg@10"] > before["ndcg@10"] + 0.05, (before, after)
+    assert (before["num_queries"], before["num_documents"]) == (24, 72)
+    # Unseen animals. Measured over LATENTRL_TEST_SEED 0 / 1 / 2: 0.055 -> 0.879,
+    # 0.192 -> 0.831, 0.062 -> 0.560 (chosen on seeds 3-6: gains 0.35-0.68); at lr 1e-9
+    # nothing moves.
+    assert after["ndcg@10"] > before["ndcg@10"] + 0.25, (before, after)
     rows = read_metrics(out / "metrics.jsonl")
-    assert [row["step"] for row in rows] == list(range(1, 41))
+    assert [row["step"] for row in rows] == list(range(1, 81))
+    # Measured on seeds 0-6: the latent InfoNCE falls to 6-22% of its first steps'; at
+    # lr 1e-9 it does not halve (seeds 0-2: 3.03 -> 3.00, 2.41 -> 2.41, 5.26 -> 5.75).
     first, last = (sum(r["latent_nce"] for r in part) / 10 for part in (rows[:10], rows[-10:]))
-    assert last < first
+    assert last < first / 2, (first, last)
     assert {"latent_nce", "explicit_nce", "distill_kl", "trajectory_kl"} <= set(rows[0])
     assert (out / "curves.png").is_file()
 
     # Train queries without reasoning (the odd ones) got one generated rationale each.
     (cached,) = cache.glob("*.jsonl")
     generated = [json.loads(line) for line in cached.read_text().splitlines()]
-    assert [row["query_id"] for row in generated] == [f"q{i}" for i in range(1, 28, 2)]
+    assert [row["query_id"] for row in generated] == [f"q{i}" for i in range(1, 48, 2)]
     assert all(isinstance(row["rationale"], str) for row in generated)
     # A second request is served from the cache: a dead server is never asked.
     dead = RolloutConfig(backend="vllm_server", server_urls=["http://127.0.0.1:9"])
