@@ -13,7 +13,10 @@ main-model tokens decoded and trainable parameters, with the ratios DLR/GRPO.
 - DLR runs ``configs/dlr_arith_tiny.yaml`` and GRPO ``configs/grpo_arith_tiny.yaml``, both
   on the DLR config's task options; each trains until the budget is spent.
 
-    python benchmarks/dlr_vs_grpo.py [--budget-s 180] [--eval-problems 500]
+- ``--seeds``: each method trains once per seed (its config's ``seed``) on the same main
+  model; the table is printed per seed, then the accuracies' mean and range over seeds.
+
+    python benchmarks/dlr_vs_grpo.py [--budget-s 180] [--eval-problems 500] [--seeds 0 1 2]
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from latentrl.config import (
     TinyModelConfig,
     load_config,
 )
+from latentrl.seeds import mean_and_range
 
 ROOT = Path(__file__).resolve().parents[1]
 DLR_CONFIG = ROOT / "configs" / "dlr_arith_tiny.yaml"
@@ -81,13 +85,13 @@ def greedy_accuracy(model_dir: Path, task_options: dict, problems: int, max_toke
 # ---- the two methods, each in its own process ---------------------------------------------
 
 
-def run_dlr(main_model: str, budget_s: float, eval_problems: int, out: Path) -> dict:
+def run_dlr(main_model: str, budget_s: float, eval_problems: int, seed: int, out: Path) -> dict:
     from latentrl.trainers.common import read_metrics
     from latentrl.trainers.dlr import DLRTrainer
 
     cfg = load_config(DLRConfig, DLR_CONFIG, [
         f"main_model={main_model}", f"output_dir={out}", f"eval_problems={eval_problems}",
-        "checkpoint_every=0", "rollout.backend=hf",
+        "checkpoint_every=0", "rollout.backend=hf", f"seed={seed}",
         # RL alone, latents as a prefix: the setting this comparison was measured with (its
         # main model never saw the latent slot that the demo's reads).
         "warm_start_steps=0", "plugin.latent_position=prefix", "plugin.use_markers=false",
@@ -129,15 +133,14 @@ class TimeBudget(TrainerCallback):
             control.should_training_stop = True
 
 
-def run_grpo(main_model: str, budget_s: float, eval_problems: int, out: Path) -> dict:
+def run_grpo(main_model: str, budget_s: float, eval_problems: int, seed: int, out: Path) -> dict:
     from latentrl.eval.run import merge_adapter
     from latentrl.trainers.grpo import build_trainer
 
     dlr = load_config(DLRConfig, DLR_CONFIG)
     options = [f"task.options.{key}={value}" for key, value in dlr.task.options.items()]
-    cfg = load_config(
-        GRPOTrainConfig, GRPO_CONFIG, [f"model={main_model}", f"output_dir={out}", *options]
-    )
+    overrides = [f"model={main_model}", f"output_dir={out}", f"seed={seed}", *options]
+    cfg = load_config(GRPOTrainConfig, GRPO_CONFIG, overrides)
     before = greedy_accuracy(
         Path(main_model), dlr.task.options, eval_problems, dlr.decode_max_tokens
     )
@@ -167,21 +170,23 @@ def run_grpo(main_model: str, budget_s: float, eval_problems: int, out: Path) ->
 METHODS = {"dlr": run_dlr, "grpo": run_grpo}
 
 
-def child(method: str, main_model: str, budget_s: float, eval_problems: int, result: Path) -> None:
+def child(
+    method: str, main_model: str, budget_s: float, eval_problems: int, seed: int, result: Path
+) -> None:
     with tempfile.TemporaryDirectory(prefix=f"latentrl-{method}-") as out:
-        report = METHODS[method](main_model, budget_s, eval_problems, Path(out))
+        report = METHODS[method](main_model, budget_s, eval_problems, seed, Path(out))
     report["peak_rss_mb"] = peak_rss_mb()
     result.write_text(json.dumps(report))
 
 
-def run_in_own_process(method: str, main_model: Path, args, scratch: Path) -> dict:
-    result = scratch / f"{method}.json"
+def run_in_own_process(method: str, main_model: Path, args, seed: int, scratch: Path) -> dict:
+    result = scratch / f"{method}-{seed}.json"
     command = [
         sys.executable, __file__, "--child", method, "--main-model", str(main_model),
         "--budget-s", str(args.budget_s), "--eval-problems", str(args.eval_problems),
-        "--result", str(result),
+        "--seed", str(seed), "--result", str(result),
     ]  # fmt: skip
-    log = scratch / f"{method}.log"
+    log = scratch / f"{method}-{seed}.log"
     with log.open("w") as handle:
         finished = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT)
     if finished.returncode != 0:
@@ -246,24 +251,43 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget-s", type=float, default=180.0, help="training seconds per method")
     parser.add_argument("--eval-problems", type=int, default=500)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--child", choices=sorted(METHODS), help=argparse.SUPPRESS)
     parser.add_argument("--main-model", help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.main_model, args.budget_s, args.eval_problems, args.result)
+        child(
+            args.child, args.main_model, args.budget_s, args.eval_problems, args.seed, args.result
+        )
         return
 
     dlr = load_config(DLRConfig, DLR_CONFIG)
     main_model = converged_main_model(dlr.task.options, args.eval_problems, dlr.decode_max_tokens)
-    with tempfile.TemporaryDirectory(prefix="latentrl-dlr-vs-grpo-") as scratch:
-        results = {m: run_in_own_process(m, main_model, args, Path(scratch)) for m in METHODS}
-    for report in results.values():
-        report["seconds_per_step"] = report["train_s"] / max(1, report["steps"])
     print(
         f"arith {dlr.task.options}, {args.budget_s:g} s of training each, "
         f"greedy accuracy on {args.eval_problems} held-out problems"
     )
+    after: dict[str, list[float]] = {m: [] for m in METHODS}
+    with tempfile.TemporaryDirectory(prefix="latentrl-dlr-vs-grpo-") as scratch:
+        for seed in args.seeds:
+            results = {
+                m: run_in_own_process(m, main_model, args, seed, Path(scratch)) for m in METHODS
+            }
+            print(f"\nseed {seed}")
+            print_table(results)
+            for method, report in results.items():
+                after[method].append(report["after"])
+    if len(args.seeds) > 1:
+        print(f"\nheld-out accuracy after, over seeds {args.seeds}: mean (range)")
+        for method, values in after.items():
+            print(f"{method.upper():<6}{mean_and_range(values)}")
+
+
+def print_table(results: dict[str, dict]) -> None:
+    for report in results.values():
+        report["seconds_per_step"] = report["train_s"] / max(1, report["steps"])
     print(f"{'':<28}{'DLR':>12}{'GRPO':>12}{'DLR/GRPO':>10}")
     for label, key, style in ROWS:
         d, g = results["dlr"][key], results["grpo"][key]
