@@ -37,8 +37,8 @@ def test_train_then_eval_improves_held_out_ndcg(
     out, cache = tmp_path / "run", tmp_path / "rationales"
     # LoRA with a warm-up; the distillation at temperature 0.1: at the paper's 0.02 its KL
     # (weight 10) pulled the latent view to a uniform score (InfoNCE at ln 8 = 2.08 over the
-    # batch's documents) in 3 of 4 runs on seeds 3-6, following a teacher that starts worse
-    # than uniform; with it at 0.1, or without it, the latent view learns.
+    # batch's documents) in 2 of 4 runs on seeds 3-6 (and stalled a third), following a
+    # teacher that starts worse than uniform; at 0.1, or without it, the latent view learns.
     settings = ("steps=80", "retriever.lora=true", "learning_rate=2e-3", "warmup_steps=10",
                 "loss.distill_tau=0.1")  # fmt: skip
     assert main(train_args(tiny_model_dir, animals_dir, out, cache, *settings)) == 0
