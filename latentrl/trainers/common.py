@@ -17,6 +17,7 @@ import warnings
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from types import MethodType
 from typing import Any
 
 import numpy as np
@@ -244,12 +245,15 @@ class Objective(torch.nn.Module):
     def __init__(self, compute: Callable[..., Any], **modules: torch.nn.Module) -> None:
         super().__init__()
         self._compute = (
-            weakref.WeakMethod(compute) if hasattr(compute, "__self__") else lambda: compute
+            weakref.WeakMethod(compute) if isinstance(compute, MethodType) else lambda: compute
         )
         self.parts = torch.nn.ModuleDict(modules)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        return self._compute()(*args, **kwargs)
+        compute = self._compute()
+        if compute is None:
+            raise RuntimeError("Objective called after the trainer that owns it was freed")
+        return compute(*args, **kwargs)
 
 
 def end_run(accelerator) -> None:
