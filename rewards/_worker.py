@@ -63,9 +63,17 @@ def signals_usable() -> bool:
     return hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
 
 
+# An alarm that lands while the garbage collector runs a finaliser (regex's ``Group.__del__``
+# during a sympy call, measured) raises where Python can only print and drop the exception
+# ("Exception ignored in ..."), and the item then ran on for 26 s. So after the deadline the
+# alarm repeats at this interval until one of them interrupts the item.
+ALARM_REPEAT_S = 0.05
+
+
 @contextmanager
 def deadline(seconds: float | None) -> Iterator[None]:
-    """Raise :class:`ItemTimeout` in the body after ``seconds`` (wall clock).
+    """Raise :class:`ItemTimeout` in the body after ``seconds`` (wall clock), and again every
+    :data:`ALARM_REPEAT_S` until the body gives up.
 
     One timer for the whole item (math-verify's own timeouts are per call and whole seconds).
     A no-op outside the main thread. A timer the caller had armed (pytest-timeout, say) is
@@ -74,16 +82,19 @@ def deadline(seconds: float | None) -> Iterator[None]:
     if seconds is None or not signals_usable():
         yield
         return
+    armed = True
 
     def _raise(signum: int, frame: Any) -> None:
-        raise ItemTimeout
+        if armed:
+            raise ItemTimeout
 
     start = time.monotonic()
     old_handler = signal.signal(signal.SIGALRM, _raise)
-    old_delay, old_interval = signal.setitimer(signal.ITIMER_REAL, seconds)
+    old_delay, old_interval = signal.setitimer(signal.ITIMER_REAL, seconds, ALARM_REPEAT_S)
     try:
         yield
     finally:
+        armed = False  # first: a repeat that fires during this cleanup must not cut it short
         signal.setitimer(signal.ITIMER_REAL, 0)
         # None: a handler installed from C, which Python cannot reinstall; default is closest.
         signal.signal(signal.SIGALRM, signal.SIG_DFL if old_handler is None else old_handler)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import pickle
+import signal
 import threading
 import time
 
 import pytest
 import rewards_helpers
 from latentrl.rewards import CorrectnessReward, correctness_reward, gold_answer
+from latentrl.rewards._worker import ALARM_REPEAT_S, ItemTimeout, deadline
 from latentrl.rewards.correctness import STAT_KEYS, correctness
 
 # sympy needs far more than 0.5 s to compare these (measured: > 15 s), and the work is plain
@@ -98,6 +100,32 @@ def test_timeout_in_process_gives_none(caplog):
         "correctness: 1 of 3 items could not be judged (timeout), reward None; "
         "first: item 1: judging took longer than 0.5 s"
     ]
+
+
+def _spin(seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+
+
+def test_deadline_repeats_an_alarm_that_was_dropped():
+    # Python drops an exception raised inside a finaliser (``__del__`` run by the garbage
+    # collector): the body here drops the first alarm the same way; the next must follow.
+    handler_before = signal.getsignal(signal.SIGALRM)
+    start = time.monotonic()
+    dropped = False
+    with pytest.raises(ItemTimeout), deadline(0.2):
+        try:
+            _spin(5.0)
+        except ItemTimeout:
+            dropped = True
+        _spin(5.0)
+    elapsed = time.monotonic() - start
+    assert dropped
+    assert 0.2 <= elapsed < 0.2 + 20 * ALARM_REPEAT_S
+    # Nothing of it is left: the handler is the one before, and no repeating timer.
+    assert signal.getsignal(signal.SIGALRM) is handler_before
+    assert signal.getitimer(signal.ITIMER_REAL)[1] == 0.0
 
 
 def test_outside_main_thread_runs_without_deadline_and_says_so(caplog):
