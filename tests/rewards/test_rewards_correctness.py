@@ -11,7 +11,7 @@ import time
 import pytest
 import rewards_helpers
 from latentrl.rewards import CorrectnessReward, correctness_reward, gold_answer
-from latentrl.rewards._worker import ALARM_REPEAT_S, ItemTimeout, deadline
+from latentrl.rewards._worker import ItemTimeout, deadline
 from latentrl.rewards.correctness import STAT_KEYS, correctness
 
 # sympy needs far more than 0.5 s to compare these (measured: > 15 s), and the work is plain
@@ -122,7 +122,7 @@ def test_deadline_repeats_an_alarm_that_was_dropped():
         _spin(5.0)
     elapsed = time.monotonic() - start
     assert dropped
-    assert 0.2 <= elapsed < 0.2 + 20 * ALARM_REPEAT_S
+    assert 0.2 <= elapsed < 2.5  # interrupted, long before the body's own 5 s
     # Nothing of it is left: the handler is the one before, and no repeating timer.
     assert signal.getsignal(signal.SIGALRM) is handler_before
     assert signal.getitimer(signal.ITIMER_REAL)[1] == 0.0
