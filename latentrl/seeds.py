@@ -2,8 +2,6 @@
 
 >>> mean_and_range([0.26, 0.30, 0.31])
 '29.0% (26.0-31.0)'
->>> mean_and_range([0.5, 0.54, 0.52], percent=False)
-'0.520 (0.500-0.540)'
 """
 
 from __future__ import annotations
@@ -11,9 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 
-def mean_and_range(values: Sequence[float], percent: bool = True) -> str:
-    """``mean (min-max)`` of ``values``, as percentages or as plain numbers."""
-    mean = sum(values) / len(values)
-    if percent:
-        return f"{mean:.1%} ({100 * min(values):.1f}-{100 * max(values):.1f})"
-    return f"{mean:.3f} ({min(values):.3f}-{max(values):.3f})"
+def mean_and_range(fractions: Sequence[float]) -> str:
+    """``mean (min-max)`` of ``fractions``, in percent."""
+    mean = sum(fractions) / len(fractions)
+    return f"{mean:.1%} ({100 * min(fractions):.1f}-{100 * max(fractions):.1f})"
