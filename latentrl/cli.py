@@ -114,6 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1 routes")
 
     commands.add_parser("tasks", help="list the available tasks", description="List tasks.")
+    models = commands.add_parser(
+        "models",
+        help="list the named models (real checkpoints had without a model hub)",
+        description="List the named models that --model, main_model= and the like accept, "
+        "or prepare one now (it is also prepared on first use).",
+    )
+    models.add_argument("action", nargs="?", choices=["list", "prepare"], default="list")
+    models.add_argument("name", nargs="?", help="the model to prepare")
     return parser
 
 
@@ -126,6 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "tasks":
             return _list_tasks()
+        if args.command == "models":
+            return _models(args)
         if args.command == "train" and args.method == "grpo":
             from latentrl.trainers import grpo
 
@@ -219,6 +229,34 @@ def _serve(args: argparse.Namespace) -> int:
             raise ConfigError(f"--plugin {item!r}: expected NAME=PATH")
         flags.append(f"plugins.{name}={json.dumps(path)}")
     return serve(load_config(ServeConfig, args.config, [*flags, *args.overrides]))
+
+
+def _models(args: argparse.Namespace) -> int:
+    from latentrl.models.named import (
+        NAMED_MODELS,
+        UnknownModelError,
+        prepare_model,
+        prepared_folder,
+    )
+
+    if args.action == "prepare":
+        if not args.name:
+            raise ConfigError(f"models prepare: name one of {', '.join(NAMED_MODELS)}")
+        try:
+            print(prepare_model(args.name))
+        except (UnknownModelError, ValueError, RuntimeError) as err:
+            print(f"latentrl models: {err}", file=sys.stderr)
+            return 2
+        return 0
+    width = max(map(len, NAMED_MODELS))
+    for model in NAMED_MODELS.values():
+        folder = prepared_folder(model.name)
+        where = f"prepared: {folder}" if folder else "not prepared yet (prepared on first use)"
+        print(f"{model.name:<{width}}  {model.description}")
+        print(
+            f"{'':<{width}}  from PyPI {model.package}=={model.version}, {model.license}; {where}"
+        )
+    return 0
 
 
 def _list_tasks() -> int:

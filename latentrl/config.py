@@ -25,6 +25,8 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_
 
 import yaml
 
+from latentrl.models.named import check_model_reference
+
 C = TypeVar("C")
 
 
@@ -43,6 +45,16 @@ def require_positive(cfg: Any, *names: str) -> None:
         value = getattr(cfg, name)
         if value is not None and value <= 0:
             raise ValueError(f"{name}: must be positive")
+
+
+def require_model_references(cfg: Any, *names: str) -> None:
+    """Each model field that is set is a folder, a Hub id (``org/name``) or a named model."""
+    for name in names:
+        if (value := getattr(cfg, name)) is not None:
+            try:
+                check_model_reference(value)
+            except ValueError as err:
+                raise ValueError(f"{name}: {err}") from None
 
 
 def require_non_negative(cfg: Any, *names: str) -> None:
@@ -141,6 +153,9 @@ class TaskConfig:
     name: str = "arith"
     options: dict[str, Any] = field(default_factory=dict)
     """Passed to the task's loader, e.g. ``{steps: 2, max_value: 20}`` for arith."""
+    chat_instruction: str | None = None
+    """What chat prompts ask after the question, e.g. ``Reply with the number only.``
+    (default: the task's own, which asks for worked steps and the final answer line)."""
 
 
 @dataclass
@@ -148,11 +163,17 @@ class EvalConfig:
     """``latentrl eval``: accuracy of a model (with an optional plugin or adapter) on a task."""
 
     model: str
-    """Main model: a local Hugging Face folder or a Hub id."""
+    """Main model: a local Hugging Face folder, a Hub id or a named model (``latentrl models``)."""
     task: TaskConfig = field(default_factory=TaskConfig)
     split: str = "test"
     limit: int | None = None
     """Evaluate the first ``limit`` problems of the split (all when unset)."""
+    chat_template: bool | None = None
+    """Prompt through the model's chat template, the answer format stated in the user turn
+    (default: when the model has one and no plugin is given; a plugin reads the task's
+    plain prompt it was trained on)."""
+    fewshot: int = 0
+    """Worked examples before each question: the first ``fewshot`` rows of the train split."""
     n: int = 1
     """Samples per problem (pass@1 is averaged over them; maj@n votes over them)."""
     temperature: float = 0.0
@@ -166,7 +187,10 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         require_positive(self, "n", "limit", "max_tokens")
-        require_non_negative(self, "temperature")
+        require_non_negative(self, "temperature", "fewshot")
+        require_model_references(self, "model")
+        if self.plugin and self.chat_template:
+            raise ValueError("chat_template: a latent plugin reads the task's plain prompt")
 
 
 @dataclass
@@ -197,6 +221,7 @@ class ServeConfig:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
 
     def __post_init__(self) -> None:
+        require_model_references(self, "model")
         if not 0 < self.port < 65536:
             raise ValueError("port: must be in 1..65535")
         require_positive(
@@ -256,7 +281,7 @@ class DLRConfig:
     """``latentrl train dlr``: latent-space contrastive RL with a frozen main model."""
 
     main_model: str | None = None
-    """The frozen main model (folder or Hub id). Required."""
+    """The frozen main model (folder, Hub id or named model). Required."""
     assistant_model: str | None = None
     """The assistant's base causal LM (default: a trainable copy of the main model)."""
     task: TaskConfig = field(default_factory=TaskConfig)
@@ -325,6 +350,7 @@ class DLRConfig:
     """Extra trackers through accelerate: tensorboard, wandb, trackio."""
 
     def __post_init__(self) -> None:
+        require_model_references(self, "main_model", "assistant_model")
         require_positive(
             self, "steps", "questions_per_step", "group_size", "decode_k", "ppo_epochs",
             "decode_max_tokens", "eval_problems", "warm_start_batch_size", "clip_eps",
@@ -361,7 +387,7 @@ class GRPOTrainConfig:
     """
 
     model: str | None = None
-    """The main model (folder or Hub id). Required."""
+    """The main model (folder, Hub id or named model). Required."""
     task: TaskConfig = field(default_factory=TaskConfig)
     rewards: list[str] = field(default_factory=lambda: ["correctness", "format"])
     """Reward functions from ``latentrl.rewards`` (summed by TRL, weights below)."""
@@ -378,11 +404,14 @@ class GRPOTrainConfig:
     lora_alpha: int = 32
     use_vllm: bool = False
     """Generate with TRL's colocated vLLM instead of transformers."""
+    chat_template: bool | None = None
+    """Prompt through the model's chat template (default: when the model has one)."""
     output_dir: str = "runs/grpo"
     seed: int = 0
     report_to: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        require_model_references(self, "model")
         require_positive(self, "steps", "questions_per_step", "num_generations", "max_completion_length",
                          "learning_rate", "lora_rank", "temperature")  # fmt: skip
         require_non_negative(self, "beta")
@@ -679,6 +708,7 @@ class RationaleConfig:
     """Where generated rationales are cached as JSONL (default: ``$LATENTRL_CACHE/rationales``)."""
 
     def __post_init__(self) -> None:
+        require_model_references(self, "model")
         require_positive(self, "max_tokens")
         require_non_negative(self, "temperature")
         if "{query}" not in self.prompt_template:
@@ -691,7 +721,7 @@ class LaSERConfig:
     explicit reasoning (or, with the explicit terms at 0 and ``latent_steps: 1``, plain InfoNCE)."""
 
     model: str | None = None
-    """Backbone causal LM (folder or Hub id); or leave unset and give ``tiny``."""
+    """Backbone causal LM (folder, Hub id or named model); or leave unset and give ``tiny``."""
     tiny: TinyModelConfig | None = None
     """Build a tiny backbone instead, pre-trained as an LM on ``tiny_task`` (cached)."""
     tiny_pretrain: PretrainConfig = field(default_factory=PretrainConfig)
@@ -729,6 +759,7 @@ class LaSERConfig:
     def __post_init__(self) -> None:
         if (self.model is None) == (self.tiny is None):
             raise ValueError("model: give exactly one of model (a folder or Hub id) and tiny")
+        require_model_references(self, "model")
         require_positive(
             self, "steps", "batch_size", "learning_rate", "max_grad_norm", "encode_batch_size",
             "gradient_accumulation_steps",

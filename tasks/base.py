@@ -52,6 +52,12 @@ Source = Callable[..., Iterable[Mapping[str, Any]]]
 """``source(split, **options)`` -> rows with ``question`` and ``answer`` and/or ``solution``."""
 
 DEFAULT_PROMPT_TEMPLATE = "Question: {question}\nAnswer:"
+ANSWER_INSTRUCTIONS: dict[str, str] = {
+    "hash": "Solve it step by step. Then write the final answer on the last line: '####' "
+    "followed by the number.",
+    "boxed": "Solve it step by step. Then write the final answer in \\boxed{}.",
+}
+"""What a chat prompt asks for, by answer format (a task's ``chat_instruction`` overrides)."""
 COLUMNS = ("question", "prompt", "solution", "answer")
 """The string columns of every loaded dataset, in this order, before any extra columns."""
 
@@ -80,6 +86,10 @@ class Task:
     """Names in the ``latentrl.rewards`` registry, used when a config names none."""
     metric: str = "accuracy"
     """The evaluation metric reported for this task."""
+    chat_instruction: str | None = None
+    """What a chat prompt adds after the question (default: how to state the final answer
+    in ``answer_format``, see :data:`ANSWER_INSTRUCTIONS`); models without a chat template
+    read ``prompt_template`` instead."""
 
     def __post_init__(self) -> None:
         # Lists are accepted (YAML gives lists) but stored as tuples: a Task is frozen.
@@ -88,6 +98,8 @@ class Task:
             if isinstance(value, str) or not all(isinstance(v, str) for v in value):
                 raise ValueError(f"{name}: expected a list of names, got {value!r}")
             object.__setattr__(self, name, tuple(value))
+        if self.chat_instruction is not None and not isinstance(self.chat_instruction, str):
+            raise ValueError(f"chat_instruction: expected a string, got {self.chat_instruction!r}")
         for name in ("name", "description", "prompt_template", "metric"):
             if not isinstance(getattr(self, name), str):
                 raise ValueError(f"{name}: expected a string, got {getattr(self, name)!r}")
@@ -104,6 +116,10 @@ class Task:
     def format_prompt(self, question: str) -> str:
         # str.replace, not str.format: templates and questions may hold LaTeX braces.
         return self.prompt_template.replace("{question}", question)
+
+    def chat_message(self, question: str) -> str:
+        """The user turn of a chat prompt: the question, then how to answer it."""
+        return f"{question}\n\n{self.chat_instruction or ANSWER_INSTRUCTIONS[self.answer_format]}"
 
     def target(self, row: Mapping[str, Any]) -> str:
         """The supervised completion that follows ``row["prompt"]``."""

@@ -19,6 +19,7 @@ file describing a JSONL- or Hub-backed task (see ``configs/tasks/gsm8k_socratic.
     answer_format: boxed              # hash ("#### N", numbers) or boxed (\boxed{...})
     strip_calculator_marks: false     # drop GSM8K-style <<a=b>> marks from solutions
     prompt_template: "Question: {question}\nAnswer:"
+    chat_instruction: "Put the final answer in \\boxed{}."   # for chat models; default by answer_format
     default_rewards: [correctness, format]
     metric: accuracy
 

@@ -77,13 +77,20 @@ def _free_port() -> int:
 @pytest.fixture(scope="session")
 def vllm_server_url(tiny_model_dir, tmp_path_factory):
     """A real vLLM OpenAI server on loopback, serving the tiny model."""
+    with vllm_server(tiny_model_dir, tmp_path_factory) as url:
+        yield url
+
+
+@contextmanager
+def vllm_server(model_dir: Path, tmp_path_factory) -> Iterator[str]:
+    """A real vLLM OpenAI server on loopback serving ``model_dir``; yields its URL."""
     pytest.importorskip("vllm")
     port = _free_port()
     log_path = tmp_path_factory.mktemp("vllm-server") / "server.log"
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
     command = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-        "--model", str(tiny_model_dir), "--enable-prompt-embeds", "--dtype", "float32",
+        "--model", str(model_dir), "--enable-prompt-embeds", "--dtype", "float32",
         "--host", "127.0.0.1", "--port", str(port), "--seed", str(TEST_SEED),
     ]  # fmt: skip
     url = f"http://127.0.0.1:{port}"

@@ -11,6 +11,8 @@ import pytest
 PACKAGES = [
     "latentrl.config",
     "latentrl.losses",
+    "latentrl.models.named",
+    "latentrl.prompts",
     "latentrl.rewards",
     "latentrl.seeds",
     "latentrl.tasks",

@@ -14,14 +14,16 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from latentrl.config import EvalConfig
 from latentrl.eval.math import evaluate_math
 from latentrl.io import write_json, write_jsonl
+from latentrl.models.named import resolve_model
+from latentrl.prompts import configured_task, use_chat_template, with_prompts
 from latentrl.rollout import SamplingParams, make_engine
-from latentrl.tasks import get_task
 
 
 def merge_adapter(model: str, adapter: str, folder: Path) -> Path:
     """Save ``model`` with the PEFT adapter merged in, so any engine can decode it."""
     from peft import PeftModel
 
+    model = resolve_model(model)
     merged = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model), adapter)
     merged.merge_and_unload().save_pretrained(folder)
     AutoTokenizer.from_pretrained(model).save_pretrained(folder)
@@ -35,9 +37,15 @@ def run_eval(cfg: EvalConfig) -> dict:
         from latentrl.eval.vqa import run_vqa_eval
 
         return run_vqa_eval(cfg)
-    task = get_task(cfg.task.name)
-    rows = task.load(cfg.split, limit=cfg.limit, **cfg.task.options)
-    tokenizer = AutoTokenizer.from_pretrained(cfg.model)
+    task = configured_task(cfg.task)
+    model_path = resolve_model(cfg.model)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    # A plugin reads the task's plain prompt, the one it was trained on.
+    chat = use_chat_template(tokenizer, False if cfg.plugin else cfg.chat_template)
+    examples = task.load("train", limit=cfg.fewshot, **cfg.task.options) if cfg.fewshot else []
+    rows = with_prompts(
+        task, task.load(cfg.split, limit=cfg.limit, **cfg.task.options), tokenizer, chat, examples
+    )
     params = SamplingParams(
         n=cfg.n,
         temperature=cfg.temperature,
@@ -47,7 +55,7 @@ def run_eval(cfg: EvalConfig) -> dict:
     )
     with tempfile.TemporaryDirectory(prefix="latentrl-merged-") as scratch:
         model_dir = (
-            merge_adapter(cfg.model, cfg.adapter, Path(scratch)) if cfg.adapter else cfg.model
+            merge_adapter(model_path, cfg.adapter, Path(scratch)) if cfg.adapter else model_path
         )
         prompts = None
         if cfg.plugin:
@@ -66,13 +74,18 @@ def run_eval(cfg: EvalConfig) -> dict:
         "model": cfg.model,
         "plugin": cfg.plugin,
         "adapter": cfg.adapter,
+        "chat_template": chat,
+        "fewshot": cfg.fewshot,
         "backend": engine.backend,
         **result.to_dict(),
     }
     label = " + ".join(
         filter(None, [Path(cfg.model).name, cfg.plugin and "plugin", cfg.adapter and "adapter"])
     )
-    print(f"{task.name} ({cfg.split}, {result.num_problems} problems x {cfg.n}): {label}")
+    prompting = f"{'chat' if chat else 'plain'} prompts, {cfg.fewshot}-shot"
+    print(
+        f"{task.name} ({cfg.split}, {result.num_problems} problems x {cfg.n}, {prompting}): {label}"
+    )
     print(result.table())
     if cfg.output_dir:
         out = Path(cfg.output_dir)

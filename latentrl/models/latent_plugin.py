@@ -32,6 +32,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from latentrl.config import LatentPluginSettings
 from latentrl.io import atomic_folder
+from latentrl.models.named import prepared_folder, resolve_model
 from latentrl.models.tokens import LATENT_END_TOKEN, LATENT_START_TOKEN, LATENT_TOKEN
 
 PLUGIN_CONFIG_NAME = "latent_plugin.json"
@@ -265,7 +266,7 @@ class LatentPlugin(nn.Module):
         if config.settings.lora:
             from peft import PeftModel
 
-            base = AutoModelForCausalLM.from_pretrained(config.assistant_model)
+            base = AutoModelForCausalLM.from_pretrained(resolve_model(config.assistant_model))
             assistant = PeftModel.from_pretrained(base, folder / "assistant")
         else:
             assistant = AutoModelForCausalLM.from_pretrained(folder / "assistant")
@@ -280,8 +281,9 @@ class LatentPlugin(nn.Module):
 
 
 def same_model(a: str | Path, b: str | Path) -> bool:
-    """Whether two model references name the same model (paths compared resolved)."""
-    pa, pb = Path(a), Path(b)
+    """Whether two model references name the same model (paths compared resolved; a named
+    model is its prepared folder)."""
+    pa, pb = (Path(prepared_folder(str(ref)) or ref) for ref in (a, b))
     if pa.exists() and pb.exists():
         return pa.resolve() == pb.resolve()
     return str(a) == str(b)

@@ -11,6 +11,8 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM
 from transformers.utils import cached_file
 
+from latentrl.models.named import resolve_model
+
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 
@@ -22,6 +24,7 @@ def load_input_embeddings(model: str | Path) -> nn.Embedding:
     embeddings to build ``prompt_embeds`` but not its other weights: this reads the one
     tensor from the safetensors shard that holds it.
     """
+    model = resolve_model(model)
     config = AutoConfig.from_pretrained(model)
     with torch.device("meta"):
         skeleton = AutoModelForCausalLM.from_config(config)

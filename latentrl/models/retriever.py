@@ -34,6 +34,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from latentrl.config import RetrieverSettings
 from latentrl.io import atomic_folder
 from latentrl.losses.retrieval import QueryViews
+from latentrl.models.named import resolve_model
 
 CONFIG_NAME = "latentrl_retriever.json"
 ADAPTER_FOLDER = "adapter"
@@ -77,7 +78,8 @@ class LaSERRetriever(torch.nn.Module):
     ) -> LaSERRetriever:
         """A new retriever on a causal LM folder or Hub id (with a fresh LoRA adapter)."""
         settings = settings or RetrieverSettings()
-        model = AutoModelForCausalLM.from_pretrained(backbone, dtype=torch.float32)
+        path = resolve_model(backbone)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
         if settings.lora:
             from peft import LoraConfig, get_peft_model
 
@@ -87,7 +89,7 @@ class LaSERRetriever(torch.nn.Module):
             model = get_peft_model(model, lora)
         # A local folder is recorded absolute, so the saved retriever loads from anywhere.
         where = str(Path(backbone).resolve()) if Path(backbone).is_dir() else str(backbone)
-        return cls(model, AutoTokenizer.from_pretrained(backbone), settings, where)
+        return cls(model, AutoTokenizer.from_pretrained(path), settings, where)
 
     def save_pretrained(self, folder: str | Path) -> None:
         """Adapter (or whole model), tokenizer and settings; the folder appears atomically."""
@@ -112,7 +114,9 @@ class LaSERRetriever(torch.nn.Module):
         if settings.lora:
             from peft import PeftModel
 
-            base = AutoModelForCausalLM.from_pretrained(record["backbone"], dtype=torch.float32)
+            base = AutoModelForCausalLM.from_pretrained(
+                resolve_model(record["backbone"]), dtype=torch.float32
+            )
             model = PeftModel.from_pretrained(base, folder / ADAPTER_FOLDER)
             tokenizer = AutoTokenizer.from_pretrained(folder)
         else:

@@ -29,6 +29,9 @@ def vllm_available() -> bool:
 
 def make_engine(model: str | Path, cfg: RolloutConfig | None = None, **overrides) -> RolloutEngine:
     """The engine ``cfg.backend`` names (``auto``: in-process vLLM if installed, else hf)."""
+    from latentrl.models.named import resolve_model
+
+    model = resolve_model(model)
     cfg = cfg or RolloutConfig()
     backend = overrides.pop("backend", cfg.backend)
     if overrides:

@@ -29,6 +29,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from latentrl.config import ConfigError, ServeConfig
 from latentrl.models.latent_plugin import LatentPlugin
+from latentrl.models.named import resolve_model
 from latentrl.rollout import Completion, RequestOutput, RolloutError, make_engine
 from latentrl.serve.batcher import Job, MicroBatcher
 from latentrl.serve.protocol import (
@@ -94,8 +95,9 @@ class ModelServer:
     def __init__(self, cfg: ServeConfig) -> None:
         self.cfg = cfg
         self.model_name = cfg.served_model_name or cfg.model
-        self.tokenizer = AutoTokenizer.from_pretrained(cfg.model)
-        self.engine = make_engine(cfg.model, cfg.rollout)
+        self.model_path = resolve_model(cfg.model)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+        self.engine = make_engine(self.model_path, cfg.rollout)
         self.max_prompt_tokens = cfg.max_prompt_tokens or self.engine.max_model_len - 1
         self.metrics = Metrics()
         self.plugins: dict[str, LatentPlugin] = {}
@@ -129,7 +131,7 @@ class ModelServer:
         """The main model's input embeddings, loaded as ``latentrl eval`` loads them."""
         with self._embeddings_lock:
             if self._embeddings is None:
-                main = AutoModelForCausalLM.from_pretrained(self.cfg.model)
+                main = AutoModelForCausalLM.from_pretrained(self.model_path)
                 self._embeddings = main.get_input_embeddings()
             return self._embeddings
 

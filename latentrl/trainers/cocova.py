@@ -76,6 +76,7 @@ from latentrl.eval.vqa import (
 from latentrl.io import write_json, write_jsonl
 from latentrl.losses.cocova import NoiseSchedule, diffusion_loss, diffusion_noise
 from latentrl.models.latent_plugin import embedding_rms
+from latentrl.models.named import resolve_model
 from latentrl.models.qformer import CoCoVaPlugin, CoCoVaPluginConfig, LQFormerSettings, pooled
 from latentrl.models.vision import (
     TinyViTConfig,
@@ -246,9 +247,10 @@ class CoCoVaTrainer:
         self.train_rows = task.load("train", limit=cfg.train_examples, **cfg.task.options)
         self.eval_rows = task.load("test", limit=cfg.eval_problems, **cfg.task.options)
 
-        self.tokenizer = AutoTokenizer.from_pretrained(cfg.language_model)
+        language_model = resolve_model(cfg.language_model)
+        self.tokenizer = AutoTokenizer.from_pretrained(language_model)
         # The frozen model is no prepared module: placed here (LoRA adapters follow it).
-        self.lm = AutoModelForCausalLM.from_pretrained(cfg.language_model).to(self.device)
+        self.lm = AutoModelForCausalLM.from_pretrained(language_model).to(self.device)
         self.lm.requires_grad_(False).eval()
         self.embed = self.lm.get_input_embeddings()
 

@@ -49,6 +49,7 @@ from latentrl.models.latent_plugin import (
     embedding_rms,
 )
 from latentrl.models.loading import load_input_embeddings
+from latentrl.models.named import resolve_model
 from latentrl.models.tokens import LATENT_END_TOKEN, LATENT_START_TOKEN, LATENT_TOKEN
 from latentrl.rewards import DualReward
 from latentrl.rollout import SamplingParams, make_engine
@@ -141,14 +142,14 @@ class DLRTrainer:
         self.train_rows = self.task.load("train", **cfg.task.options)
         self.eval_rows = self.task.load("test", limit=cfg.eval_problems, **cfg.task.options)
 
-        self.tokenizer = AutoTokenizer.from_pretrained(cfg.main_model)
+        self.tokenizer = AutoTokenizer.from_pretrained(resolve_model(cfg.main_model))
         if cfg.rollout.backend == "vllm_server" and cfg.warm_start_steps == 0:
             # A vLLM server decodes: the trainer needs the main model's token embeddings
             # only (the warm start, which back-propagates through it, needs all of it).
             self.main_model = None
             self.main_embeddings = load_input_embeddings(cfg.main_model)
         else:
-            self.main_model = AutoModelForCausalLM.from_pretrained(cfg.main_model)
+            self.main_model = AutoModelForCausalLM.from_pretrained(resolve_model(cfg.main_model))
             self.main_model.requires_grad_(False).eval()
             self.main_embeddings = self.main_model.get_input_embeddings()
         self.main_fingerprint = fingerprint(self._frozen_main)
@@ -199,9 +200,11 @@ class DLRTrainer:
         cfg = self.cfg
         if not cfg.main_model:
             raise ConfigError("missing required key 'main_model' (a model folder or Hub id)")
-        main = AutoConfig.from_pretrained(cfg.main_model)
+        main = AutoConfig.from_pretrained(resolve_model(cfg.main_model))
         if cfg.plugin.projector == "none" and cfg.plugin.latent_dim != main.hidden_size:
-            assistant = AutoConfig.from_pretrained(cfg.assistant_model or cfg.main_model)
+            assistant = AutoConfig.from_pretrained(
+                resolve_model(cfg.assistant_model or cfg.main_model)
+            )
             raise ConfigError(
                 f"plugin.projector: 'none' injects latents as they are, but latent_dim "
                 f"{cfg.plugin.latent_dim} (assistant width {assistant.hidden_size}) differs from "
@@ -210,7 +213,7 @@ class DLRTrainer:
 
     def _build_plugin(self) -> LatentPlugin:
         cfg = self.cfg
-        assistant_path = cfg.assistant_model or cfg.main_model
+        assistant_path = resolve_model(cfg.assistant_model or cfg.main_model)
         tokenizer = AutoTokenizer.from_pretrained(assistant_path)
         assistant = AutoModelForCausalLM.from_pretrained(assistant_path)
         if LATENT_TOKEN not in tokenizer.get_vocab():

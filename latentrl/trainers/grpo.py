@@ -21,8 +21,9 @@ from peft import LoraConfig
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from latentrl.config import ConfigError, GRPOTrainConfig, load_config, save_config
+from latentrl.models.named import resolve_model
+from latentrl.prompts import configured_task, use_chat_template, with_prompts
 from latentrl.rewards import get_reward
-from latentrl.tasks import get_task
 
 
 def build_trainer(cfg: GRPOTrainConfig):
@@ -31,8 +32,12 @@ def build_trainer(cfg: GRPOTrainConfig):
 
     if not cfg.model:
         raise ConfigError("missing required key 'model' (a model folder or Hub id)")
-    task = get_task(cfg.task.name)
-    dataset = task.load("train", **cfg.task.options).select_columns(["prompt", "answer"])
+    task = configured_task(cfg.task)
+    model_path = resolve_model(cfg.model)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    chat = use_chat_template(tokenizer, cfg.chat_template)
+    rows = with_prompts(task, task.load("train", **cfg.task.options), tokenizer, chat)
+    dataset = rows.select_columns(["prompt", "answer"])
     reward_funcs = [
         get_reward(name, style=task.answer_format) if name == "format" else get_reward(name)
         for name in cfg.rewards
@@ -57,8 +62,7 @@ def build_trainer(cfg: GRPOTrainConfig):
         seed=cfg.seed,
         disable_tqdm=False,
     )
-    tokenizer = AutoTokenizer.from_pretrained(cfg.model)
-    model = AutoModelForCausalLM.from_pretrained(cfg.model)
+    model = AutoModelForCausalLM.from_pretrained(model_path)
     lora = LoraConfig(
         r=cfg.lora_rank,
         lora_alpha=cfg.lora_alpha,

@@ -55,6 +55,7 @@ from latentrl.config import (
 from latentrl.eval.retrieval import METRICS, RetrieverModel, evaluate_retriever, generate_rationales
 from latentrl.io import write_json, write_jsonl
 from latentrl.losses.retrieval import LaSERLoss
+from latentrl.models.named import resolve_model
 from latentrl.models.retriever import LaSERRetriever
 from latentrl.models.tiny import default_cache_dir, pretrained_tiny_model
 from latentrl.rollout import make_engine
@@ -152,7 +153,10 @@ def cached_rationales(
         engine = make_engine(model, rollout)
         try:
             written = generate_rationales(
-                engine, AutoTokenizer.from_pretrained(model), [queries[q] for q in missing], cfg
+                engine,
+                AutoTokenizer.from_pretrained(resolve_model(model)),
+                [queries[q] for q in missing],
+                cfg,
             )
         finally:
             engine.close()

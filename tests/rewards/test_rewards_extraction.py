@@ -172,3 +172,20 @@ def test_long_degenerate_text_is_fast():
     start = time.perf_counter()
     assert extract_answer(text) == "2"
     assert time.perf_counter() - start < 5.0  # quadratic scanning took 40 s
+
+
+# Endings of SmolLM2-135M-Instruct's answers to chat prompts (latentrl eval samples).
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Ben has 82 - 62 = 14 apples left.\n#### 14\nThe answer is: 14", "14"),
+        ("2 + 4 = 6 bolts.\n\nThe final answer is 6.", "6"),
+        ("160,000 + $80,000 = $240,000.\n\nThe final answer is 240,000.", "240000"),
+        ("Final answer: 56\n\nSo the answer", "56"),
+        ("He has 5 apples.\n#### 5\n\nI hope this helps!", "5"),
+        ("So the total is \\boxed{42} dollars.\n\nLet me know if you have questions.", "42"),
+        ("The answer is 5 apples.", "5"),
+    ],
+)
+def test_real_model_answers(text, expected):
+    assert extract_answer(text) == expected
