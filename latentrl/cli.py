@@ -84,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(strict and flexible accuracy, pass@1, maj@n, format rate, tokens, latency).",
     )
     _add_config_arguments(evaluate)
-    evaluate.add_argument("--model", help="main model: a folder or Hub id")
+    evaluate.add_argument(
+        "--model", help="main model: a folder, a Hub id or a named model (see `latentrl models`)"
+    )
     evaluate.add_argument("--task", help="task name or task file (see `latentrl tasks`)")
     evaluate.add_argument("--plugin", help="latent plugin folder")
     evaluate.add_argument("--adapter", help="PEFT LoRA adapter folder for the main model")
@@ -104,7 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
         "/v1/chat/completions and /v1/models (plugins load and unload at runtime).",
     )
     _add_config_arguments(serve)
-    serve.add_argument("--model", help="main model: a folder or Hub id")
+    serve.add_argument(
+        "--model", help="main model: a folder, a Hub id or a named model (see `latentrl models`)"
+    )
     serve.add_argument(
         "--plugin", action="append", default=[], metavar="NAME=PATH",
         help="serve the latent plugin folder PATH as model NAME (repeatable)",

@@ -19,9 +19,14 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from latentrl.rewards import CorrectnessReward, FormatReward
 from latentrl.rewards.extraction import DEFAULT_ORDER, extract_answer
 from latentrl.rollout import Prompt, RolloutEngine, SamplingParams
+
+PROGRESS_CHUNK = 256
+"""Problems per engine call when there are more (a progress bar step)."""
 
 
 @dataclass
@@ -75,8 +80,15 @@ def evaluate_math(
     """
     if prompts is None:
         prompts = [tokenizer(row["prompt"], add_special_tokens=False)["input_ids"] for row in rows]
+    prompts = list(prompts)
     started = time.perf_counter()
-    outputs = engine.generate(list(prompts), params)
+    # In chunks, for a progress bar on long runs; each chunk is still one batched call.
+    outputs = []
+    with tqdm(total=len(prompts), desc=f"{task.name} eval", unit="problem",
+              disable=len(prompts) <= PROGRESS_CHUNK) as progress:  # fmt: skip
+        for start in range(0, len(prompts), PROGRESS_CHUNK):
+            outputs += engine.generate(prompts[start : start + PROGRESS_CHUNK], params)
+            progress.update(len(outputs) - progress.n)
     seconds = time.perf_counter() - started
 
     samples = [

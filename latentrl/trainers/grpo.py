@@ -13,6 +13,8 @@ no gradient checkpointing (tiny models), the learning rate of the config.
 
 from __future__ import annotations
 
+import json
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -79,14 +81,32 @@ def build_trainer(cfg: GRPOTrainConfig):
     )
 
 
-def main(config_path: str | None, overrides: Sequence[str]) -> int:
-    cfg = load_config(GRPOTrainConfig, config_path, overrides)
+def train(cfg: GRPOTrainConfig):
+    """Train ``cfg``'s LoRA adapter and save it to ``output_dir/adapter``; returns the trainer."""
     trainer = build_trainer(cfg)
     run_dir = Path(cfg.output_dir)
     save_config(cfg, run_dir / "config.yaml")
     trainer.train()
     trainer.model.save_pretrained(run_dir / "adapter")
     trainer.processing_class.save_pretrained(run_dir / "adapter")
-    print(f"LoRA adapter saved to {run_dir / 'adapter'}; evaluate it with "
-          f"`latentrl eval --model {cfg.model} --adapter {run_dir / 'adapter'} --task {cfg.task.name}`")  # fmt: skip
+    return trainer
+
+
+def eval_overrides(cfg: GRPOTrainConfig) -> list[str]:
+    """``latentrl eval`` overrides that ask the trained task as training did (same prompts)."""
+    overrides = [f"task.name={cfg.task.name}", f"task.options={json.dumps(cfg.task.options)}"]
+    if cfg.task.chat_instruction is not None:
+        overrides.append(f"task.chat_instruction={json.dumps(cfg.task.chat_instruction)}")
+    if cfg.chat_template is not None:
+        overrides.append(f"chat_template={str(cfg.chat_template).lower()}")
+    return overrides
+
+
+def main(config_path: str | None, overrides: Sequence[str]) -> int:
+    cfg = load_config(GRPOTrainConfig, config_path, overrides)
+    train(cfg)
+    adapter = Path(cfg.output_dir) / "adapter"
+    command = ["latentrl", "eval", "--model", cfg.model, "--adapter", str(adapter)]
+    print(f"LoRA adapter saved to {adapter}; evaluate it with "
+          f"`{shlex.join(command + eval_overrides(cfg))}`")  # fmt: skip
     return 0

@@ -46,10 +46,18 @@ def test_prepared_folder_is_the_gguf_model(smollm2_dir, tmp_path):
         assert torch.equal(prepared(ids).logits, original(ids).logits)
 
 
-def test_vllm_and_transformers_agree_on_16_chat_prompts(smollm2_hf, smollm2_vllm, chat_prompts):
+def test_vllm_and_transformers_agree_on_16_chat_prompts(
+    smollm2_hf, smollm2_vllm, smollm2_dir, smollm2_server_url, chat_prompts
+):
     hf = token_ids(smollm2_hf.generate(chat_prompts, GREEDY))
     assert len(hf) == NUM_PROMPTS
     assert token_ids(smollm2_vllm.generate(chat_prompts, GREEDY)) == hf
+    server = server_engine(smollm2_dir, smollm2_server_url)
+    assert token_ids(server.generate(chat_prompts, GREEDY)) == hf
+
+
+def server_engine(model_dir, url):
+    return make_engine(model_dir, RolloutConfig(backend="vllm_server", server_urls=[url]))
 
 
 @pytest.mark.parametrize("backend", ["hf", "vllm", "vllm_server"])
@@ -57,8 +65,7 @@ def test_prompt_embeds_decode_like_their_tokens(
     backend, smollm2_hf, smollm2_vllm, smollm2_dir, smollm2_server_url, chat_prompts
 ):
     if backend == "vllm_server":
-        config = RolloutConfig(backend="vllm_server", server_urls=[smollm2_server_url])
-        engine = make_engine(smollm2_dir, config)
+        engine = server_engine(smollm2_dir, smollm2_server_url)
     else:
         engine = {"hf": smollm2_hf, "vllm": smollm2_vllm}[backend]
     embed = smollm2_hf.model.get_input_embeddings()

@@ -74,11 +74,11 @@ def test_stream_pieces_join_to_the_completion_text(tokenizer, data):
 
 def test_serve_config_refuses_bad_plugin_names_and_templates():
     with pytest.raises(ConfigError, match="plugin name 'a.b' must be letters"):
-        load_config(ServeConfig, overrides=["model=m", "plugins={a.b: /p}"])
+        load_config(ServeConfig, overrides=["model=org/m", "plugins={a.b: /p}"])
     with pytest.raises(ConfigError, match="a plugin can't have the main model's name"):
-        load_config(ServeConfig, overrides=["model=m", "plugins.m=/p"])
+        load_config(ServeConfig, overrides=["model=org/m", "served_model_name=m", "plugins.m=/p"])
     with pytest.raises(ConfigError, match="prompt_template: must contain"):
-        load_config(ServeConfig, overrides=["model=m", "prompt_template=Q"])
+        load_config(ServeConfig, overrides=["model=org/m", "prompt_template=Q"])
 
 
 def test_cli_refuses_a_plugin_flag_without_a_path(capsys):
