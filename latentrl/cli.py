@@ -117,6 +117,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int)
     serve.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1 routes")
 
+    inspect = commands.add_parser(
+        "inspect",
+        help="what a DLR plugin's latents say: nearest tokens, logit lens, pictures",
+        description="Read each latent slot of a plugin through the frozen main model (nearest "
+        "vocabulary tokens, the logit lens) on a task's questions; writes inspect.json and PNG "
+        "pictures to --output-dir and prints a summary.",
+    )
+    _add_config_arguments(inspect)
+    inspect.add_argument("--plugin", help="DLR plugin folder")
+    inspect.add_argument("--task", help="task name (default: the task the plugin was trained on)")
+    inspect.add_argument("--limit", type=int, help="first N questions of the split")
+    inspect.add_argument("--output-dir", help="where inspect.json and the pictures go")
+
     commands.add_parser("tasks", help="list the available tasks", description="List tasks.")
     models = commands.add_parser(
         "models",
@@ -140,6 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _list_tasks()
         if args.command == "models":
             return _models(args)
+        if args.command == "inspect":
+            return _inspect(args)
         if args.command == "train" and args.method == "grpo":
             from latentrl.trainers import grpo
 
@@ -233,6 +248,30 @@ def _serve(args: argparse.Namespace) -> int:
             raise ConfigError(f"--plugin {item!r}: expected NAME=PATH")
         flags.append(f"plugins.{name}={json.dumps(path)}")
     return serve(load_config(ServeConfig, args.config, [*flags, *args.overrides]))
+
+
+# `latentrl inspect` flags and the config keys they set.
+INSPECT_FLAGS = {
+    "plugin": "plugin",
+    "task": "task.name",
+    "limit": "limit",
+    "output_dir": "output_dir",
+}
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from latentrl.config import InspectConfig, load_config
+    from latentrl.inspection import run_inspect
+
+    cfg = load_config(
+        InspectConfig, args.config, [*_flag_overrides(args, INSPECT_FLAGS), *args.overrides]
+    )
+    try:
+        run_inspect(cfg)
+    except (OSError, ValueError) as err:  # not a plugin, another main model, a bad task
+        print(f"latentrl inspect: {err}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _models(args: argparse.Namespace) -> int:

@@ -194,6 +194,29 @@ class EvalConfig:
 
 
 @dataclass
+class InspectConfig:
+    """``latentrl inspect``: what a plugin's latents say (see ``latentrl.inspection``)."""
+
+    plugin: str
+    """A DLR plugin folder."""
+    model: str | None = None
+    """The main model (default: the one the plugin was trained for)."""
+    task: TaskConfig | None = None
+    """Whose questions to read (default: the task of the run the plugin was saved in)."""
+    split: str = "test"
+    limit: int = 12
+    top_k: int = 5
+    samples: int = 8
+    """Sampled latents per question, for their spread around the mean."""
+    seed: int = 0
+    output_dir: str = "runs/inspect"
+
+    def __post_init__(self) -> None:
+        require_positive(self, "limit", "top_k", "samples")
+        require_model_references(self, "model")
+
+
+@dataclass
 class ServeConfig:
     """``latentrl serve``: an OpenAI-compatible server for a frozen model with plugins."""
 

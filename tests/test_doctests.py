@@ -10,6 +10,7 @@ import pytest
 
 PACKAGES = [
     "latentrl.config",
+    "latentrl.inspection",
     "latentrl.losses",
     "latentrl.models.named",
     "latentrl.prompts",

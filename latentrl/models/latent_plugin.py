@@ -308,25 +308,32 @@ def build_prompt_embeds(
     ``before_answer``: prefix, [<|latent_start|>], latents, [<|latent_end|>], answer cue.
     ``prefix``: [<|latent_start|>], latents, [<|latent_end|>], then the whole prompt.
     """
-    start = [tokenizer.convert_tokens_to_ids(LATENT_START_TOKEN)] if use_markers else []
-    end = [tokenizer.convert_tokens_to_ids(LATENT_END_TOKEN)] if use_markers else []
-    if position == "prefix":
-        before, after = start, end + tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    elif position == "before_answer":
-        if answer_cue and prompt.endswith(answer_cue):
-            prefix, cue = prompt[: -len(answer_cue)], answer_cue
-        else:
-            prefix, cue = prompt, ""
-        before = tokenizer(prefix, add_special_tokens=False)["input_ids"] + start
-        after = end + (tokenizer(cue, add_special_tokens=False)["input_ids"] if cue else [])
-    else:
-        raise ValueError(f"latent position {position!r}: expected 'before_answer' or 'prefix'")
+    before, after = tokens_around_latents(tokenizer, prompt, answer_cue, use_markers, position)
     device = embed_tokens.weight.device
 
     def embed(ids: list[int]) -> list[torch.Tensor]:
         return [embed_tokens(torch.tensor(ids, dtype=torch.long, device=device))] if ids else []
 
     return torch.cat([*embed(before), latents, *embed(after)], dim=0)
+
+
+def tokens_around_latents(
+    tokenizer, prompt: str, answer_cue: str, use_markers: bool, position: str = "before_answer"
+) -> tuple[list[int], list[int]]:
+    """The main model's token ids before and after the latents (see :func:`build_prompt_embeds`)."""
+    start = [tokenizer.convert_tokens_to_ids(LATENT_START_TOKEN)] if use_markers else []
+    end = [tokenizer.convert_tokens_to_ids(LATENT_END_TOKEN)] if use_markers else []
+    if position == "prefix":
+        return start, end + tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    if position != "before_answer":
+        raise ValueError(f"latent position {position!r}: expected 'before_answer' or 'prefix'")
+    if answer_cue and prompt.endswith(answer_cue):
+        prefix, cue = prompt[: -len(answer_cue)], answer_cue
+    else:
+        prefix, cue = prompt, ""
+    before = tokenizer(prefix, add_special_tokens=False)["input_ids"] + start
+    after = end + (tokenizer(cue, add_special_tokens=False)["input_ids"] if cue else [])
+    return before, after
 
 
 def _logit(p: float) -> float:
