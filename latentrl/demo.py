@@ -7,7 +7,9 @@
 3. print held-out accuracy of the frozen model alone, with the warm-started plugin (when
    the recipe warm-starts) and with the RL-trained plugin, per seed, with the mean and
    range over the seeds; each seed's plugin, ``summary.json``, ``metrics.jsonl`` and
-   ``curves.png`` are in ``output_dir/seed-S``, the table over seeds in ``summary.json``.
+   ``curves.png`` are in ``output_dir/seed-S``, the table over seeds in ``summary.json``;
+4. after each seed, one line of what its plugin's latents name (``latentrl inspect``; the
+   pictures are in ``output_dir/seed-S/inspect``).
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from latentrl.config import DemoConfig, DLRConfig, load_config, save_config
+from latentrl.config import DemoConfig, DLRConfig, InspectConfig, load_config, save_config
+from latentrl.inspection import run_inspect
 from latentrl.io import write_json
 from latentrl.models.tiny import pretrained_tiny_model
 from latentrl.seeds import mean_and_range
 from latentrl.trainers import dlr
+
+INSPECT_QUESTIONS = 50
 
 
 def run_demo(config_path: str | None, overrides: Sequence[str]) -> int:
@@ -52,6 +57,7 @@ def run_demo(config_path: str | None, overrides: Sequence[str]) -> int:
         status = dlr.run(recipe)
         if status != 0:
             return status
+        print(inspect_line(Path(recipe.output_dir), cfg))
         summary = json.loads((Path(recipe.output_dir) / "summary.json").read_text())
         accuracies[seed] = {
             name: result["accuracy"] for name, result in summary.items() if name != "steps"
@@ -60,6 +66,23 @@ def run_demo(config_path: str | None, overrides: Sequence[str]) -> int:
     write_json(run_dir / "summary.json", {f"seed {s}": row for s, row in accuracies.items()})
     print(f"demo finished in {(time.perf_counter() - started) / 60:.1f} min; run folder {run_dir}")
     return 0
+
+
+def inspect_line(seed_dir: Path, cfg: DemoConfig) -> str:
+    """One line of what the seed's plugin's latents name (``latentrl inspect``); its
+    pictures go to ``seed_dir/inspect``."""
+    inspect_cfg = InspectConfig(
+        plugin=str(seed_dir / "plugin"), task=cfg.task, limit=INSPECT_QUESTIONS,
+        output_dir=str(seed_dir / "inspect"),
+    )  # fmt: skip
+    report = run_inspect(inspect_cfg, verbose=False)
+    kinds, chance = report["slot_kinds"], report["slot_kinds_other_question"]
+    return (
+        f"latents (latentrl inspect, {INSPECT_QUESTIONS} questions): name the gold answer in "
+        f"{kinds['answer']:.0%} of slots (another question's: {chance['answer']:.0%}), a step's "
+        f"result in {kinds['intermediate']:.0%} ({chance['intermediate']:.0%}); pictures in "
+        f"{seed_dir / 'inspect'}"
+    )
 
 
 def seed_table(accuracies: dict[int, dict[str, float]]) -> str:

@@ -20,7 +20,8 @@ from latentrl.models.named import resolve_model
 from latentrl.prompts import configured_task
 
 
-def run_inspect(cfg: InspectConfig) -> dict:
+def run_inspect(cfg: InspectConfig, verbose: bool = True) -> dict:
+    """Inspect ``cfg.plugin``, write ``inspect.json`` and the pictures; returns the report."""
     from latentrl.inspection.dlr import draw_pictures, inspect_plugin, summary_lines
 
     plugin = LatentPlugin.from_pretrained(cfg.plugin, main_model=cfg.model)
@@ -40,9 +41,10 @@ def run_inspect(cfg: InspectConfig) -> dict:
     plugin_dir = Path(cfg.plugin).resolve()
     pictures = draw_pictures(report, out, f"{plugin_dir.parent.name}/{plugin_dir.name}")
     write_json(out / "inspect.json", report)
-    print(f"{cfg.plugin}: {task.name} ({cfg.split}, {len(rows)} questions)")
-    print("\n".join(summary_lines(report)))
-    print(f"saved {out / 'inspect.json'}, {', '.join(str(p) for p in pictures)}")
+    if verbose:
+        print(f"{cfg.plugin}: {task.name} ({cfg.split}, {len(rows)} questions)")
+        print("\n".join(summary_lines(report)))
+        print(f"saved {out / 'inspect.json'}, {', '.join(str(p) for p in pictures)}")
     return report
 
 

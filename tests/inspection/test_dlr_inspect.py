@@ -130,3 +130,14 @@ def test_a_task_without_worked_steps_is_not_checked_for_intermediates(
                  "--output-dir", str(out)]) == 0  # fmt: skip
     assert "(task has no worked steps: not checked)" in capsys.readouterr().out
     assert json.loads((out / "inspect.json").read_text())["intermediate_check"] is False
+
+
+def test_the_demo_prints_one_line_and_keeps_the_pictures(tiny_plugin_dir):
+    from latentrl.config import DemoConfig, TaskConfig
+    from latentrl.demo import inspect_line
+
+    seed_dir = tiny_plugin_dir.parent
+    line = inspect_line(seed_dir, DemoConfig(task=TaskConfig("arith", TEST_TASK_OPTIONS)))
+    assert line.startswith("latents (latentrl inspect, 50 questions): name the gold answer in ")
+    assert "\n" not in line
+    assert (seed_dir / "inspect" / "slots.png").is_file()
