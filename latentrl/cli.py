@@ -119,13 +119,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     inspect = commands.add_parser(
         "inspect",
-        help="what a DLR plugin's latents say: nearest tokens, logit lens, pictures",
-        description="Read each latent slot of a plugin through the frozen main model (nearest "
-        "vocabulary tokens, the logit lens) on a task's questions; writes inspect.json and PNG "
+        help="what latents say (DLR plugins, LaSER retrievers): token readings, pictures",
+        description="Read each latent slot of a DLR plugin through the frozen main model "
+        "(nearest vocabulary tokens, the logit lens), or each latent step of a LaSER retriever "
+        "(its soft token's distribution), on a task's questions; writes inspect.json and PNG "
         "pictures to --output-dir and prints a summary.",
     )
     _add_config_arguments(inspect)
     inspect.add_argument("--plugin", help="DLR plugin folder")
+    inspect.add_argument("--retriever", help="LaSER retriever folder")
     inspect.add_argument("--task", help="task name (default: the task the plugin was trained on)")
     inspect.add_argument("--limit", type=int, help="first N questions of the split")
     inspect.add_argument("--output-dir", help="where inspect.json and the pictures go")
@@ -253,6 +255,7 @@ def _serve(args: argparse.Namespace) -> int:
 # `latentrl inspect` flags and the config keys they set.
 INSPECT_FLAGS = {
     "plugin": "plugin",
+    "retriever": "retriever",
     "task": "task.name",
     "limit": "limit",
     "output_dir": "output_dir",

@@ -197,12 +197,14 @@ class EvalConfig:
 class InspectConfig:
     """``latentrl inspect``: what a plugin's latents say (see ``latentrl.inspection``)."""
 
-    plugin: str
-    """A DLR plugin folder."""
+    plugin: str | None = None
+    """A DLR plugin folder; or give ``retriever``."""
+    retriever: str | None = None
+    """A LaSER retriever folder (``latentrl train laser``'s ``retriever/``)."""
     model: str | None = None
-    """The main model (default: the one the plugin was trained for)."""
+    """The plugin's main model (default: the one it was trained for)."""
     task: TaskConfig | None = None
-    """Whose questions to read (default: the task of the run the plugin was saved in)."""
+    """Whose questions to read (default: the task of the run the folder was saved in)."""
     split: str = "test"
     limit: int = 12
     top_k: int = 5
@@ -214,6 +216,8 @@ class InspectConfig:
     def __post_init__(self) -> None:
         require_positive(self, "limit", "top_k", "samples")
         require_model_references(self, "model")
+        if (self.plugin is None) == (self.retriever is None):
+            raise ValueError("plugin: give exactly one of plugin (DLR) and retriever (LaSER)")
 
 
 @dataclass

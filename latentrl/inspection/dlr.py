@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from latentrl.inspection.readings import draw_grid, shorten, top_tokens
 from latentrl.models.latent_plugin import LatentPlugin, tokens_around_latents
 
 SLOT_KINDS = ("answer", "intermediate", "neither")
@@ -62,15 +63,6 @@ def logit_lens(
     """The main model's top-``k`` next tokens (with probabilities) at ``positions`` of a prompt."""
     logits = main_model(inputs_embeds=prompt_embeds[None]).logits[0, list(positions)]
     return top_tokens(logits.float().softmax(dim=-1), tokenizer, k)
-
-
-def top_tokens(scores: torch.Tensor, tokenizer, k: int) -> list[list[tuple[str, float]]]:
-    """Per row of ``scores`` [N, V], its ``k`` highest-scoring tokens as (text, score)."""
-    top = scores.topk(k, dim=-1)
-    return [
-        [(tokenizer.decode([i]), round(v, 4)) for v, i in zip(vs, ids, strict=True)]
-        for vs, ids in zip(top.values.tolist(), top.indices.tolist(), strict=True)
-    ]
 
 
 def step_results(thought: str) -> set[str]:
@@ -199,31 +191,16 @@ def summary_lines(report: Mapping[str, Any]) -> list[str]:
 def draw_pictures(report: Mapping[str, Any], folder: Path, title: str) -> list[Path]:
     """``slots.png`` (questions x slots, top logit-lens token coloured by its probability)
     and ``aggregates.png`` (what the slots name); returns their paths."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     questions = report["questions"]
-    num_slots = len(questions[0]["slots"])
-    probs = [[slot["lens"][0][1] for slot in q["slots"]] for q in questions]
-    fig, ax = plt.subplots(figsize=(2.0 + 1.6 * num_slots, 1.0 + 0.42 * len(questions)))
-    image = ax.imshow(probs, cmap="Blues", vmin=0, vmax=1, aspect="auto")
-    for i, q in enumerate(questions):
-        for j, slot in enumerate(q["slots"]):
-            token, prob = slot["lens"][0]
-            ax.text(j, i, visible(token)[:10], ha="center", va="center", fontsize=8,
-                    color="white" if prob > 0.6 else "black")  # fmt: skip
-    ax.set_xticks(range(num_slots), [f"slot {j + 1}" for j in range(num_slots)])
-    ax.set_yticks(range(len(questions)),
-                  [f"{_short(q['question'], 38)} (= {q['answer']})" for q in questions],
-                  fontsize=7)  # fmt: skip
-    ax.set_title(f"{title}: the main model's top next token at each latent", fontsize=9)
-    fig.colorbar(image, ax=ax, label="probability", fraction=0.04)
-    fig.tight_layout()
-    grid = folder / "slots.png"
-    fig.savefig(grid, dpi=120)
-    plt.close(fig)
+    grid = draw_grid(
+        [f"{shorten(q['question'], 38)} (= {q['answer']})" for q in questions],
+        [[slot["lens"][0] for slot in q["slots"]] for q in questions],
+        [f"slot {j + 1}" for j in range(len(questions[0]["slots"]))],
+        f"{title}: the main model's top next token at each latent",
+        folder / "slots.png",
+    )
 
     fig, ax = plt.subplots(figsize=(5.5, 3))
     width = 0.38
@@ -246,16 +223,3 @@ def draw_pictures(report: Mapping[str, Any], folder: Path, title: str) -> list[P
     fig.savefig(aggregates, dpi=120)
     plt.close(fig)
     return [grid, aggregates]
-
-
-def visible(token: str) -> str:
-    r"""A token as a picture can show it: spaces as ``␣``, newlines as ``\n``.
-
-    >>> visible(" 7"), visible(" "), visible("\n")
-    ('␣7', '␣', '\\n')
-    """
-    return token.replace(" ", "␣").replace("\n", "\\n").replace("\t", "\\t")
-
-
-def _short(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 3] + "..."
