@@ -28,7 +28,7 @@ def rationale_words(rationale: str) -> set[str]:
     """Lower-cased numbers and words of 3+ letters.
 
     >>> sorted(rationale_words("How many eggs does Janet sell? 16 - 3 = 13"))
-    ['13', '16', 'does', 'eggs', 'how', 'janet', 'many', 'sell']
+    ['13', '16', '3', 'does', 'eggs', 'how', 'janet', 'many', 'sell']
     """
     return {word.lower() for word in _WORD.findall(rationale)}
 
