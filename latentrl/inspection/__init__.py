@@ -1,11 +1,12 @@
 """``latentrl inspect``: pictures and numbers of what latents carry.
 
     latentrl inspect --plugin runs/demo/seed-0/plugin [--task arith] [--limit 12] [--output-dir D]
+    latentrl inspect --plugin runs/cocova/plugin --limit 4        # a CoCoVa plugin
     latentrl inspect --retriever runs/laser/retriever [--task gsm8k_retrieval] [--limit 12]
 
 Writes ``inspect.json`` and PNG pictures into the output folder and prints a summary. The
-views: :mod:`latentrl.inspection.dlr` (plugins) and :mod:`latentrl.inspection.laser`
-(retrievers).
+views: :mod:`latentrl.inspection.dlr` (DLR plugins), :mod:`latentrl.inspection.cocova`
+(CoCoVa plugins) and :mod:`latentrl.inspection.laser` (retrievers).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import yaml
 from latentrl.config import ConfigError, InspectConfig, TaskConfig
 from latentrl.io import write_json
 from latentrl.models.named import resolve_model
+from latentrl.models.qformer import PLUGIN_CONFIG_NAME as COCOVA_CONFIG
 
 
 def run_inspect(cfg: InspectConfig, verbose: bool = True) -> dict:
@@ -26,7 +28,12 @@ def run_inspect(cfg: InspectConfig, verbose: bool = True) -> dict:
     returns the report."""
     folder = Path(cfg.plugin or cfg.retriever)
     task = cfg.task or trained_task(folder)
-    inspect = inspect_plugin if cfg.plugin else inspect_retriever
+    if cfg.retriever:
+        inspect = inspect_retriever
+    elif (folder / COCOVA_CONFIG).is_file():
+        inspect = inspect_cocova
+    else:
+        inspect = inspect_plugin
     report, summary_lines, draw_pictures = inspect(cfg, task)
     report |= {"inspected": str(folder), "task": {"name": task.name, "options": task.options}}
     out = Path(cfg.output_dir)
@@ -62,6 +69,38 @@ def inspect_plugin(cfg: InspectConfig, task_cfg: TaskConfig) -> View:
     report = dlr.inspect_plugin(plugin, main, tokenizer, rows, cfg.top_k, cfg.samples, cfg.seed)
     report["main_model"] = cfg.model or plugin.config.main_model
     return report, dlr.summary_lines, dlr.draw_pictures
+
+
+def inspect_cocova(cfg: InspectConfig, task_cfg: TaskConfig) -> View:
+    from functools import partial
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from latentrl.config import RolloutConfig
+    from latentrl.inspection import cocova
+    from latentrl.models.qformer import CoCoVaPlugin
+    from latentrl.models.vision import VisionEncoder
+    from latentrl.rollout import make_engine
+    from latentrl.tasks.vqa import get_vqa_task
+
+    plugin = CoCoVaPlugin.from_pretrained(cfg.plugin)
+    lm_path = resolve_model(cfg.model or plugin.config.language_model)
+    tokenizer = AutoTokenizer.from_pretrained(lm_path)
+    lm = AutoModelForCausalLM.from_pretrained(lm_path).eval()
+    rows = list(get_vqa_task(task_cfg.name).load(cfg.split, limit=cfg.limit, **task_cfg.options))
+    visual, _ = VisionEncoder.from_pretrained(plugin.config.vision_encoder).encode_all(
+        [row["image"] for row in rows]
+    )
+    engine = make_engine(lm_path, RolloutConfig(backend="hf"))
+    try:
+        report = cocova.inspect_cocova(
+            plugin, engine, tokenizer, lm.get_input_embeddings(), rows, visual,
+            lm.config.max_position_embeddings,
+        )  # fmt: skip
+    finally:
+        engine.close()
+    pictures = partial(cocova.draw_pictures, pictures=[row["image"] for row in rows])
+    return report, cocova.summary_lines, pictures
 
 
 def inspect_retriever(cfg: InspectConfig, task_cfg: TaskConfig) -> View:

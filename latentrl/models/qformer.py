@@ -176,6 +176,8 @@ class Thoughts(NamedTuple):
     iterations: torch.Tensor  # [B] refinement steps each question used
     kept: list[torch.Tensor]  # per step after the first: [B, n_kept] indices into the tokens
     update_sizes: list[float]  # per step: mean ||tanh(alpha) * delta_k|| / ||z_{k-1}|| (detached)
+    attention: list[torch.Tensor]  # per step: [B, N] the queries' mean attention over all the
+    # tokens (0 on the tokens that step no longer sees; detached)
 
 
 class LQFormer(nn.Module):
@@ -195,10 +197,13 @@ class LQFormer(nn.Module):
         z = self.queries.expand(batch, -1, -1)
         active = torch.ones(batch, dtype=torch.bool, device=visual.device)
         iterations = torch.zeros(batch, dtype=torch.long, device=visual.device)
-        token_ids = torch.arange(visual.shape[1], device=visual.device).expand(batch, -1)
-        kept, update_sizes = [], []
+        num_tokens = visual.shape[1]
+        token_ids = torch.arange(num_tokens, device=visual.device).expand(batch, -1)
+        kept, update_sizes, attention_maps = [], [], []
         for step in range(settings.iterations):
             delta, attention = self.block(z, text, text_pad, visual)
+            scores = attention.mean(dim=1).detach()  # [B, n]
+            attention_maps.append(scores.new_zeros(batch, num_tokens).scatter(1, token_ids, scores))
             update = torch.tanh(self.gate) * delta
             # What a step changes, relative to the thoughts it refines: the gate alone says
             # little, since the block can scale delta up as the gate stays small.
@@ -218,7 +223,7 @@ class LQFormer(nn.Module):
                 )
                 token_ids = token_ids.gather(1, picked)
                 kept.append(token_ids)
-        return Thoughts(z, iterations, kept, update_sizes)
+        return Thoughts(z, iterations, kept, update_sizes, attention_maps)
 
 
 @dataclass
@@ -242,6 +247,7 @@ class PluginOutput(NamedTuple):
     iterations: torch.Tensor  # [B]
     kept: list[torch.Tensor]
     update_sizes: list[float]  # per LQ-Former step (empty for llava)
+    attention: list[torch.Tensor]  # per step [B, N] (empty for llava), see :class:`Thoughts`
 
 
 class CoCoVaPlugin(nn.Module):
@@ -277,15 +283,16 @@ class CoCoVaPlugin(nn.Module):
         """``visual`` [B, N, D_v] tokens; ``text_embeds`` [B, L, H] the question's LM embeddings."""
         if self.config.settings.architecture == "llava":
             no_steps = torch.zeros(visual.shape[0], dtype=torch.long, device=visual.device)
-            return PluginOutput(self.projector(visual), None, no_steps, [], [])
+            return PluginOutput(self.projector(visual), None, no_steps, [], [], [])
         tokens = self.visual_in(visual)
         if self.config.settings.position_codes:
             tokens = tokens + grid_position_codes(*tokens.shape[1:]).to(tokens)
         thoughts = self.lqformer(tokens, self.text_in(text_embeds), text_pad)
         embeds = self.projector(self.output_norm(thoughts.latents))
         return PluginOutput(
-            embeds, thoughts.latents, thoughts.iterations, thoughts.kept, thoughts.update_sizes
-        )
+            embeds, thoughts.latents, thoughts.iterations, thoughts.kept, thoughts.update_sizes,
+            thoughts.attention,
+        )  # fmt: skip
 
     # ---- saving and loading ----------------------------------------------------------------
 
