@@ -214,6 +214,7 @@ def run_vqa_eval(cfg) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from latentrl.io import write_json, write_jsonl
+    from latentrl.models.named import resolve_model
     from latentrl.models.qformer import CoCoVaPlugin
     from latentrl.models.vision import VisionEncoder
     from latentrl.rollout import make_engine
@@ -226,7 +227,7 @@ def run_vqa_eval(cfg) -> dict:
     options = dict(cfg.task.options)
     rows = task.load(cfg.split, limit=cfg.limit, **options)
     majority = majority_answers(task.load("train", limit=2000, **options))
-    model_dir = cfg.model
+    model_dir = resolve_model(cfg.model)
     if cfg.adapter:
         import tempfile
 
