@@ -76,12 +76,21 @@ def hf_engine(tiny_model_dir):
 
 @pytest.fixture(scope="session")
 def vllm_engine(tiny_model_dir):
+    with in_process_vllm(tiny_model_dir) as engine:
+        yield engine
+
+
+@contextmanager
+def in_process_vllm(model_dir: Path) -> Iterator:
+    """The in-process vLLM engine on ``model_dir`` (1 GiB of KV cache), closed after."""
     pytest.importorskip("vllm")
     from latentrl.rollout import make_engine
 
-    engine = make_engine(tiny_model_dir, RolloutConfig(backend="vllm", cpu_kvcache_space_gib=1))
-    yield engine
-    engine.close()
+    engine = make_engine(model_dir, RolloutConfig(backend="vllm", cpu_kvcache_space_gib=1))
+    try:
+        yield engine
+    finally:
+        engine.close()
 
 
 def _free_port() -> int:

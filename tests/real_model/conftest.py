@@ -11,7 +11,7 @@ from latentrl.tasks import get_task
 from latentrl.config import RolloutConfig
 from latentrl.models.named import prepare_model
 from latentrl.rollout import make_engine
-from tests.conftest import vllm_server
+from tests.conftest import in_process_vllm, vllm_server
 
 MODEL = "smollm2-135m-instruct"
 # Two-digit addition, where the model is weak: 16 problems of the test split.
@@ -49,10 +49,8 @@ def smollm2_hf(smollm2_dir):
 
 @pytest.fixture(scope="session")
 def smollm2_vllm(smollm2_dir):
-    pytest.importorskip("vllm")
-    engine = make_engine(smollm2_dir, RolloutConfig(backend="vllm", cpu_kvcache_space_gib=1))
-    yield engine
-    engine.close()
+    with in_process_vllm(smollm2_dir) as engine:
+        yield engine
 
 
 @pytest.fixture(scope="session")
