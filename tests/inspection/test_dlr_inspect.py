@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from latentrl.tasks import get_task
+from latentrl.tasks import get_task, registry
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from latentrl.cli import main
@@ -118,8 +118,9 @@ def test_bad_inputs_get_one_line(tiny_plugin_dir, tmp_path, capsys):
 
 
 def test_a_task_without_worked_steps_is_not_checked_for_intermediates(
-    tiny_plugin_dir, tmp_path, capsys
+    tiny_plugin_dir, tmp_path, capsys, monkeypatch
 ):
+    monkeypatch.setattr(registry, "_TASKS", dict(registry._TASKS))  # the task file registers
     data = tmp_path / "qa.jsonl"
     data.write_text("".join(json.dumps({"question": f"What is {n} + 1?", "answer": str(n + 1)}) + "\n"
                             for n in range(3)))  # fmt: skip
