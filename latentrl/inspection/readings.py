@@ -44,7 +44,7 @@ def draw_grid(
     image = ax.imshow(probs, cmap="Blues", vmin=0, vmax=1, aspect="auto")
     for i, row in enumerate(cells):
         for j, (token, prob) in enumerate(row):
-            ax.text(j, i, visible(token)[:10], ha="center", va="center", fontsize=8,
+            ax.text(j, i, visible(token)[:13], ha="center", va="center", fontsize=8,
                     color="white" if prob > 0.6 else "black")  # fmt: skip
     ax.set_xticks(range(len(column_labels)), column_labels)
     ax.set_yticks(range(len(cells)), list(row_labels), fontsize=7)
