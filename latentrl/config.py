@@ -241,10 +241,16 @@ class ServeConfig:
     max_prompt_tokens: int | None = None
     """Longest prompt accepted, in tokens (default: the model's context)."""
     max_body_bytes: int = 1_000_000
+    async_engine: bool = True
+    """With the vLLM backend, serve on vLLM's async engine: continuous batching, tokens
+    streamed as they are generated. False, or another backend: a micro-batcher over the
+    synchronous engine, which streams each completion once it is whole."""
     max_batch_prompts: int = 256
-    """Most prompts gathered into one engine call."""
+    """Micro-batcher: most prompts gathered into one engine call."""
     batch_wait_ms: float = 2.0
-    """How long the micro-batcher waits for more requests once one arrives."""
+    """Micro-batcher: how long to wait for more requests once one arrives."""
+    request_timeout_s: float | None = None
+    """A request still decoding after this long is aborted with a 504 (default: no limit)."""
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
 
     def __post_init__(self) -> None:
@@ -252,8 +258,9 @@ class ServeConfig:
         if not 0 < self.port < 65536:
             raise ValueError("port: must be in 1..65535")
         require_positive(
-            self, "max_tokens_limit", "max_prompt_tokens", "max_body_bytes", "max_batch_prompts"
-        )
+            self, "max_tokens_limit", "max_prompt_tokens", "max_body_bytes", "max_batch_prompts",
+            "request_timeout_s",
+        )  # fmt: skip
         require_non_negative(self, "batch_wait_ms")
         if "{question}" not in self.prompt_template:
             raise ValueError(

@@ -50,6 +50,8 @@ class SamplingParams:
     """Per-request seed: the same seed gives the same samples on the same backend."""
     logprobs: bool = False
     """Return the log-probability of each generated token (raw model distribution)."""
+    ignore_eos: bool = False
+    """Keep generating past EOS until ``max_tokens`` (vLLM's option; for load tests)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -99,8 +101,20 @@ class RequestOutput:
     completions: list[Completion] = field(default_factory=list)
 
 
-class RolloutEngine(abc.ABC):
-    """Decodes batches of prompts. Backends: ``vllm``, ``vllm_server``, ``hf``."""
+@dataclass
+class CompletionDelta:
+    """What one choice of a streamed request generated since the last delta."""
+
+    index: int
+    """The choice, among the request's ``n``."""
+    text: str
+    token_ids: list[int]
+    finish_reason: FinishReason | None = None
+    """Set on the choice's last delta."""
+
+
+class EngineModel:
+    """What a decoding engine's model accepts, and the check of one prompt against it."""
 
     backend: str
     hidden_size: int
@@ -109,39 +123,9 @@ class RolloutEngine(abc.ABC):
     embed_dtype: torch.dtype
     """The dtype ``prompt_embeds`` are cast to (floating inputs only)."""
 
-    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[RequestOutput]:
-        """Sample ``params.n`` completions for each prompt; raises :class:`RolloutError`."""
-        if not isinstance(params, SamplingParams):
-            raise RolloutError(f"params must be a SamplingParams, got {type(params).__name__}")
-        checked = [self._check_prompt(i, prompt, params) for i, prompt in enumerate(prompts)]
-        if not checked:
-            return []
-        return self._generate(checked, params)
-
-    @abc.abstractmethod
-    def _generate(self, prompts: list[Prompt], params: SamplingParams) -> list[RequestOutput]:
-        """Backend-specific decoding of already validated prompts."""
-
-    def update_weights(self, weights: torch.nn.Module | dict[str, torch.Tensor]) -> None:
-        """Load new weights into the decoding model (a model or a state dict)."""
-        raise NotImplementedError(f"the {self.backend} backend cannot update weights")
-
-    def sleep(self) -> None:
-        """Free accelerator memory between rollouts (no-op where unsupported)."""
-
-    def wake_up(self) -> None:
-        """Undo :meth:`sleep`."""
-
-    def close(self) -> None:
-        """Release the engine's resources."""
-
-    def __enter__(self) -> RolloutEngine:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def _check_prompt(self, index: int, prompt: Prompt, params: SamplingParams) -> Prompt:
+    def check_prompt(self, index: int, prompt: Prompt, params: SamplingParams) -> Prompt:
+        """``prompt`` ready for the backend (embeddings on the CPU in ``embed_dtype``);
+        raises :class:`RolloutError` naming prompt ``index`` and what is wrong."""
         where = f"prompt {index}"
         if isinstance(prompt, torch.Tensor):
             if prompt.dim() != 2:
@@ -185,3 +169,39 @@ class RolloutEngine(abc.ABC):
                 f"the model's context of {self.max_model_len} tokens"
             )
         return prompt
+
+
+class RolloutEngine(EngineModel, abc.ABC):
+    """Decodes batches of prompts. Backends: ``vllm``, ``vllm_server``, ``hf``."""
+
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[RequestOutput]:
+        """Sample ``params.n`` completions for each prompt; raises :class:`RolloutError`."""
+        if not isinstance(params, SamplingParams):
+            raise RolloutError(f"params must be a SamplingParams, got {type(params).__name__}")
+        checked = [self.check_prompt(i, prompt, params) for i, prompt in enumerate(prompts)]
+        if not checked:
+            return []
+        return self._generate(checked, params)
+
+    @abc.abstractmethod
+    def _generate(self, prompts: list[Prompt], params: SamplingParams) -> list[RequestOutput]:
+        """Backend-specific decoding of already validated prompts."""
+
+    def update_weights(self, weights: torch.nn.Module | dict[str, torch.Tensor]) -> None:
+        """Load new weights into the decoding model (a model or a state dict)."""
+        raise NotImplementedError(f"the {self.backend} backend cannot update weights")
+
+    def sleep(self) -> None:
+        """Free accelerator memory between rollouts (no-op where unsupported)."""
+
+    def wake_up(self) -> None:
+        """Undo :meth:`sleep`."""
+
+    def close(self) -> None:
+        """Release the engine's resources."""
+
+    def __enter__(self) -> RolloutEngine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -194,7 +194,7 @@ class HFEngine(RolloutEngine):
                 cuts = [text.find(stop) for stop in params.stop if stop in text]
                 row.text, row.finish_reason = text[: min(cuts)], "stop"
                 return
-        if row.token_ids[-1] in self.eos_token_ids:
+        if row.token_ids[-1] in self.eos_token_ids and not params.ignore_eos:
             row.finish_reason = "stop"
         elif len(row.token_ids) >= params.max_tokens:
             row.finish_reason = "length"

@@ -90,6 +90,7 @@ class VLLMServerEngine(RolloutEngine):
             "stop": list(params.stop),
             "seed": params.seed,
             "logprobs": 0 if params.logprobs else None,
+            "ignore_eos": params.ignore_eos,
             "return_token_ids": True,
             "skip_special_tokens": True,
         }

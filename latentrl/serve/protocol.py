@@ -70,6 +70,8 @@ class SamplingRequest(BaseModel):
     stream_options: StreamOptions | None = None
     user: str | None = None
     """Accepted for compatibility; not used."""
+    ignore_eos: bool = False
+    """vLLM's extension: generate ``max_tokens`` tokens whatever the model says (load tests)."""
 
     def to_sampling_params(self, max_tokens: int) -> SamplingParams:
         stop = [self.stop] if isinstance(self.stop, str) else (self.stop or [])
@@ -80,6 +82,7 @@ class SamplingRequest(BaseModel):
             max_tokens=max_tokens,
             stop=tuple(stop),
             seed=self.seed,
+            ignore_eos=self.ignore_eos,
         )
 
     @property

@@ -1,8 +1,9 @@
 """The serving layer: models and plugins, prompts, limits, and OpenAI-shaped responses.
 
-One frozen main model decodes every request through the shared rollout engine; a request
-naming a plugin first runs the plugin's assistant over its question and decodes the
-main model from the resulting ``prompt_embeds`` (see :mod:`latentrl.serve.batcher`).
+One frozen main model decodes every request; a request naming a plugin first runs the
+plugin's assistant over its question and decodes the main model from the resulting
+``prompt_embeds``. How requests reach the engine (vLLM's async engine, or a micro-batcher
+over the synchronous one) is :mod:`latentrl.serve.decoding`'s business.
 
 Where prompts come from:
 
@@ -20,18 +21,21 @@ import asyncio
 import json
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from latentrl.config import ConfigError, ServeConfig
 from latentrl.models.latent_plugin import LatentPlugin
 from latentrl.models.named import resolve_model
-from latentrl.rollout import Completion, RequestOutput, RolloutError, make_engine
-from latentrl.serve.batcher import Job, MicroBatcher
+from latentrl.rollout import RolloutError
+from latentrl.rollout.base import CompletionDelta, prompt_length
+from latentrl.serve.decoding import Job, LatentBatcher, make_decoder
 from latentrl.serve.protocol import (
     ChatCompletionRequest,
     ChatMessage,
@@ -66,53 +70,67 @@ class Metrics:
         self.completion_tokens = Counter(
             "latentrl_completion_tokens", "Tokens generated", ["model"], registry=self.registry
         )
+        sizes = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
         self.batch_prompts = Histogram(
-            "latentrl_batch_prompts", "Prompts per engine call (micro-batch size)",
-            registry=self.registry, buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+            "latentrl_batch_prompts", "Prompts per engine call (micro-batcher only)",
+            registry=self.registry, buckets=sizes,
+        )  # fmt: skip
+        self.plugin_batch_prompts = Histogram(
+            "latentrl_plugin_batch_prompts", "Prompts per pass of a plugin's assistant",
+            registry=self.registry, buckets=sizes,
+        )  # fmt: skip
+        self.decoding = Gauge(
+            "latentrl_requests_decoding", "Requests being decoded now", registry=self.registry
+        )
+        self.time_to_first_token = Histogram(
+            "latentrl_time_to_first_token_seconds", "From decoding start to the first token",
+            ["model"], registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )  # fmt: skip
 
 
 @dataclass
-class Decoded:
-    """A request's outputs, one per prompt, with the model id it was served by."""
+class Decoding:
+    """One request being decoded: the model serving it, its job, its deltas as they come."""
 
     model: str
-    outputs: list[RequestOutput]
-
-    @property
-    def completions(self) -> list[Completion]:
-        """All choices in OpenAI's order: prompt by prompt, the n samples of each."""
-        return [c for output in self.outputs for c in output.completions]
+    job: Job
+    deltas: AsyncIterator[CompletionDelta] | None = None
+    completion_tokens: int = 0
+    """Tokens generated so far, over all choices."""
 
     def usage(self) -> dict:
-        prompt = sum(o.prompt_len for o in self.outputs)
-        return usage_counts(prompt, sum(len(c.token_ids) for c in self.completions))
+        prompt_tokens = sum(prompt_length(prompt) for prompt in self.job.prompts)
+        return usage_counts(prompt_tokens, self.completion_tokens)
 
 
 class ModelServer:
-    """The main model, its loaded plugins, the micro-batcher and the metrics."""
+    """The main model, its loaded plugins, the decoder and the metrics.
+
+    :meth:`start` must run in the event loop that serves the requests (the async engine's
+    output handler is a task of that loop); plugins are loaded before it, so a bad plugin
+    folder stops the server before the engine starts.
+    """
 
     def __init__(self, cfg: ServeConfig) -> None:
         self.cfg = cfg
         self.model_name = cfg.served_model_name or cfg.model
         self.model_path = resolve_model(cfg.model)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
-        self.engine = make_engine(self.model_path, cfg.rollout)
-        self.max_prompt_tokens = cfg.max_prompt_tokens or self.engine.max_model_len - 1
         self.metrics = Metrics()
         self.plugins: dict[str, LatentPlugin] = {}
         self.plugin_paths: dict[str, str] = {}
         self._embeddings: nn.Module | None = None
         self._embeddings_lock = threading.Lock()
         self._plugins_lock = threading.Lock()  # one load at a time: names stay unique
-        self.batcher = MicroBatcher(
-            self.engine,
-            self.tokenizer,
-            self.main_embeddings,
-            max_batch_prompts=cfg.max_batch_prompts,
-            wait_s=cfg.batch_wait_ms / 1000,
-            observe_batch=self.metrics.batch_prompts.observe,
+        latents = LatentBatcher(
+            self.main_embeddings, self.tokenizer, self.metrics.plugin_batch_prompts.observe
         )
+        self.decoder = make_decoder(
+            self.model_path, cfg, latents, self.metrics.batch_prompts.observe
+        )
+        self.engine = self.decoder.engine
+        self.max_prompt_tokens = cfg.max_prompt_tokens or self.engine.max_model_len - 1
         self.created = now()
         for name, path in cfg.plugins.items():
             try:
@@ -121,9 +139,11 @@ class ModelServer:
                 self.close()
                 raise ConfigError(f"plugins.{name}: {err.message}") from None
 
+    async def start(self) -> None:
+        await self.decoder.start()
+
     def close(self) -> None:
-        self.batcher.close()
-        self.engine.close()
+        self.decoder.close()
 
     # ---- plugins ------------------------------------------------------------------------
 
@@ -202,11 +222,13 @@ class ModelServer:
 
     # ---- decoding -------------------------------------------------------------------------
 
-    async def decode(
+    def decode(
         self, request: SamplingRequest, prompts: Sequence[str], questions: Sequence[str],
         max_tokens: int | None,
-    ) -> Decoded:  # fmt: skip
-        """Decode ``prompts`` for ``request.model`` (questions feed a plugin's assistant)."""
+    ) -> Decoding:  # fmt: skip
+        """Start decoding ``prompts`` for ``request.model`` (questions feed a plugin's
+        assistant). Refuses a bad request here, with an :class:`OpenAIError`; the engine's
+        own refusals come with the first delta."""
         plugin = self._resolve(request.model)
         token_prompts = [self._encode(prompt) for prompt in prompts]
         if max_tokens is None:
@@ -224,20 +246,52 @@ class ModelServer:
             params = request.to_sampling_params(max_tokens)
         except RolloutError as err:
             raise OpenAIError(400, str(err)) from None
-        if plugin is None:
-            job = Job(token_prompts, params)
-        else:
-            rows = [{"question": q, "prompt": p} for q, p in zip(questions, prompts, strict=True)]
-            job = Job([], params, plugin, rows)
+        job = Job(new_id("req"), params, token_prompts)
+        if plugin is not None:
+            job.plugin = plugin
+            job.rows = [
+                {"question": q, "prompt": p} for q, p in zip(questions, prompts, strict=True)
+            ]
+        decoding = Decoding(request.model, job)
+        decoding.deltas = self._deltas(decoding, incremental=request.stream)
+        return decoding
+
+    async def _deltas(
+        self, decoding: Decoding, incremental: bool
+    ) -> AsyncIterator[CompletionDelta]:
+        """The decoder's deltas, with the engine's refusals as OpenAI errors, the request
+        timeout, and the metrics of what was decoded."""
+        started = time.perf_counter()
+        limit = self.cfg.request_timeout_s
+        self.metrics.decoding.inc()
         try:
-            outputs = await self.batcher.submit(job)
-        except RolloutError as err:
-            raise OpenAIError(400, str(err)) from None
-        decoded = Decoded(request.model, outputs)
-        counts = decoded.usage()
-        self.metrics.prompt_tokens.labels(request.model).inc(counts["prompt_tokens"])
-        self.metrics.completion_tokens.labels(request.model).inc(counts["completion_tokens"])
-        return decoded
+            async with aclosing(self.decoder.decode(decoding.job, incremental)) as deltas:
+                while True:
+                    try:
+                        left = None if limit is None else started + limit - time.perf_counter()
+                        delta = await asyncio.wait_for(anext(deltas), left)
+                    except StopAsyncIteration:
+                        break
+                    except RolloutError as err:
+                        raise OpenAIError(400, str(err)) from None
+                    except TimeoutError:
+                        raise OpenAIError(
+                            504,
+                            f"the request took longer than this server's limit of {limit:g} s "
+                            "(request_timeout_s)",
+                            type="timeout_error",
+                        ) from None
+                    if decoding.completion_tokens == 0 and delta.token_ids:
+                        self.metrics.time_to_first_token.labels(decoding.model).observe(
+                            time.perf_counter() - started
+                        )
+                    decoding.completion_tokens += len(delta.token_ids)
+                    yield delta
+        finally:
+            self.metrics.decoding.dec()
+        counts = decoding.usage()
+        self.metrics.prompt_tokens.labels(decoding.model).inc(counts["prompt_tokens"])
+        self.metrics.completion_tokens.labels(decoding.model).inc(counts["completion_tokens"])
 
     def _encode(self, prompt: str) -> list[int]:
         ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
@@ -252,70 +306,75 @@ class ModelServer:
             )
         return ids
 
-    async def complete(self, request: CompletionRequest) -> Decoded:
+    def complete(self, request: CompletionRequest) -> Decoding:
         prompts = [request.prompt] if isinstance(request.prompt, str) else request.prompt
         questions = [question_in(p, self.cfg.prompt_template) for p in prompts]
-        return await self.decode(request, prompts, questions, request.max_tokens)
+        return self.decode(request, prompts, questions, request.max_tokens)
 
-    async def chat(self, request: ChatCompletionRequest) -> Decoded:
+    def chat(self, request: ChatCompletionRequest) -> Decoding:
         prompt, question = chat_prompt(request.messages, self.tokenizer, self.cfg.prompt_template)
         max_tokens = request.max_completion_tokens or request.max_tokens
-        return await self.decode(request, [prompt], [question], max_tokens)
+        return self.decode(request, [prompt], [question], max_tokens)
 
     # ---- responses ----------------------------------------------------------------------
 
-    def completion_response(self, decoded: Decoded) -> dict:
-        choices = [
-            {"index": i, "text": c.text, "logprobs": None, "finish_reason": c.finish_reason}
-            for i, c in enumerate(decoded.completions)
-        ]
+    async def response(self, decoding: Decoding, chat: bool) -> dict:
+        """The whole answer, once every choice has finished."""
+        texts: dict[int, list[str]] = {}
+        finish_reasons: dict[int, str | None] = {}
+        async for delta in decoding.deltas:
+            texts.setdefault(delta.index, []).append(delta.text)
+            finish_reasons[delta.index] = delta.finish_reason
+        choices = []
+        for index in sorted(texts):
+            text, reason = "".join(texts[index]), finish_reasons[index]
+            body = {"message": {"role": "assistant", "content": text}} if chat else {"text": text}
+            choices.append({"index": index, **body, "logprobs": None, "finish_reason": reason})
         return {
-            "id": new_id("cmpl"), "object": "text_completion", "created": now(),
-            "model": decoded.model, "choices": choices, "usage": decoded.usage(),
+            "id": new_id("chatcmpl" if chat else "cmpl"),
+            "object": "chat.completion" if chat else "text_completion",
+            "created": now(), "model": decoding.model, "choices": choices,
+            "usage": decoding.usage(),
         }  # fmt: skip
 
-    def chat_response(self, decoded: Decoded) -> dict:
-        choices = [
-            {
-                "index": i,
-                "message": {"role": "assistant", "content": c.text},
-                "logprobs": None,
-                "finish_reason": c.finish_reason,
-            }
-            for i, c in enumerate(decoded.completions)
-        ]
-        return {
-            "id": new_id("chatcmpl"), "object": "chat.completion", "created": now(),
-            "model": decoded.model, "choices": choices, "usage": decoded.usage(),
-        }  # fmt: skip
-
-    async def stream(self, decoded: Decoded, chat: bool, include_usage: bool) -> AsyncIterator[str]:
-        """Server-sent events: each choice's text piece by piece (one piece per token),
-        then ``[DONE]``. The engine decodes whole completions, so the pieces are cut
-        from the finished text rather than sent while it is being generated."""
+    async def stream(
+        self, decoding: Decoding, chat: bool, include_usage: bool
+    ) -> AsyncIterator[str]:
+        """Server-sent events as OpenAI sends them: each choice's text as it is generated
+        (chat: a first delta with the role), a last chunk with its finish reason, the usage
+        when asked for, then ``[DONE]``. An error before the first event is raised (the
+        response has not started); after it, it is sent as an event."""
         base = {
             "id": new_id("chatcmpl" if chat else "cmpl"),
             "object": "chat.completion.chunk" if chat else "text_completion",
             "created": now(),
-            "model": decoded.model,
+            "model": decoding.model,
         }
 
         def event(choices: list[dict], **extra) -> str:
             return f"data: {json.dumps({**base, 'choices': choices, **extra})}\n\n"
 
-        for index, completion in enumerate(decoded.completions):
-            if chat:
-                yield event([{"index": index, "delta": {"role": "assistant", "content": ""},
-                              "logprobs": None, "finish_reason": None}])  # fmt: skip
-            for piece in text_pieces(self.tokenizer, completion):
-                body = {"delta": {"content": piece}} if chat else {"text": piece}
-                yield event([{"index": index, **body, "logprobs": None, "finish_reason": None}])
-                await asyncio.sleep(0)  # let other requests' streams interleave
-            body = {"delta": {}} if chat else {"text": ""}
-            yield event([{"index": index, **body, "logprobs": None,
-                          "finish_reason": completion.finish_reason}])  # fmt: skip
-        if include_usage:
-            yield event([], usage=decoded.usage())
+        def choice(index: int, content: dict, finish_reason: str | None = None) -> dict:
+            body = {"delta": content} if chat else {"text": content.get("content", "")}
+            return {"index": index, **body, "logprobs": None, "finish_reason": finish_reason}
+
+        begun: set[int] = set()
+        try:
+            async for delta in decoding.deltas:
+                if chat and delta.index not in begun:
+                    yield event([choice(delta.index, {"role": "assistant", "content": ""})])
+                begun.add(delta.index)
+                if delta.text:
+                    yield event([choice(delta.index, {"content": delta.text})])
+                if delta.finish_reason is not None:
+                    yield event([choice(delta.index, {}, delta.finish_reason)])
+        except OpenAIError as err:
+            if not begun:
+                raise
+            yield f"data: {json.dumps(err.body())}\n\n"
+        else:
+            if include_usage:
+                yield event([], usage=decoding.usage())
         yield "data: [DONE]\n\n"
 
 
@@ -352,31 +411,3 @@ def chat_prompt(messages: Sequence[ChatMessage], tokenizer, template: str) -> tu
         return prompt, question
     earlier = "".join(f"{m.role}: {m.content}\n" for m in messages[:-1])
     return earlier + template.replace("{question}", question), question
-
-
-def text_pieces(tokenizer, completion: Completion) -> list[str]:
-    """``completion.text`` cut into about one piece per generated token, for streaming.
-
-    Tokens are decoded incrementally over a short window, as vLLM's detokenizer does
-    (linear in the length, not quadratic): a token that ends inside a multi-byte character
-    adds nothing until the character is complete. The pieces are slices of
-    ``completion.text`` itself, so they always join to exactly it, stop strings cut.
-    """
-    text, ids = completion.text, completion.token_ids
-    pieces: list[str] = []
-    streamed = 0  # characters of the decoded output seen so far
-    sent = 0  # characters of ``text`` sent
-    prefix, read = 0, 0  # the window: ids[prefix:read] are decoded, ids[read:] are new
-    for end in range(1, len(ids) + 1):
-        before = tokenizer.decode(ids[prefix:read], skip_special_tokens=True)
-        after = tokenizer.decode(ids[prefix:end], skip_special_tokens=True)
-        if len(after) <= len(before) or after.endswith("\ufffd"):
-            continue  # nothing new yet, or an incomplete character
-        streamed += len(after) - len(before)
-        prefix, read = read, end
-        if min(streamed, len(text)) > sent:
-            pieces.append(text[sent : min(streamed, len(text))])
-            sent = min(streamed, len(text))
-    if sent < len(text):
-        pieces.append(text[sent:])
-    return pieces

@@ -17,31 +17,12 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from latentrl.config import EvalConfig, load_config
-from latentrl.eval.run import run_eval
-from tests.conftest import TEST_TASK_OPTIONS
-from tests.serve.conftest import API_KEY, MAX_BODY_BYTES, MAX_TOKENS_LIMIT
-
-MAX_TOKENS = 16
-EVAL_PROBLEMS = 6
+from tests.serve.conftest import API_KEY, MAX_BODY_BYTES, MAX_TOKENS, MAX_TOKENS_LIMIT, eval_samples
 
 
 @pytest.fixture(scope="module")
 def client(server) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{server.url}/v1", api_key=API_KEY, max_retries=0)
-
-
-def eval_samples(model_dir, output_dir, plugin=None) -> list[dict]:
-    """``latentrl eval``'s greedy completions of the first test problems."""
-    options = [f"task.options.{k}={v}" for k, v in TEST_TASK_OPTIONS.items()]
-    cfg = load_config(EvalConfig, overrides=[
-        f"model={model_dir}", "task.name=arith", *options, f"limit={EVAL_PROBLEMS}",
-        f"max_tokens={MAX_TOKENS}", "temperature=0", "rollout.backend=hf",
-        f"output_dir={output_dir}", *([f"plugin={plugin}"] if plugin else []),
-    ])  # fmt: skip
-    run_eval(cfg)
-    lines = (output_dir / "samples.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines]
 
 
 def test_models_are_listed(client):

@@ -13,8 +13,9 @@ from latentrl.cli import main as cli_main
 from latentrl.config import ConfigError, ServeConfig, load_config
 from latentrl.rollout import Completion
 from latentrl.serve import serving
+from latentrl.serve.decoding import text_pieces
 from latentrl.serve.protocol import ChatMessage, OpenAIError
-from latentrl.serve.serving import chat_prompt, question_in, text_pieces
+from latentrl.serve.serving import chat_prompt, question_in
 
 TEMPLATE = "Question: {question}\nAnswer:"
 
