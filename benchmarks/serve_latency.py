@@ -1,18 +1,17 @@
-"""Serving latency and throughput: the main model alone vs through a latent plugin.
+"""Serving latency and throughput: plain main-model requests vs plugin requests, on vLLM's
+async engine vs the micro-batcher over the synchronous engine.
 
-Starts `latentrl serve` in this process (uvicorn on loopback) on the demo's tiny main
-model with one DLR plugin, and drives it with the openai client over the same task
-prompts, greedy, in two settings:
+Starts `latentrl serve` twice as a subprocess on the demo's tiny main model with one DLR
+plugin, on the vLLM backend: once on vLLM's async engine (the default) and once with
+``async_engine=false`` (the micro-batcher every backend had before). Each server is
+driven over HTTP with streamed, greedy completions of the task's prompts, every request
+generating exactly ``--max-tokens`` tokens (``ignore_eos``, so plain and plugin requests
+do the same decoding work), at 1, 8, 32 and 128 requests in flight. Per setting it prints
+time to first token, inter-token latency (mean gap between a request's streamed
+chunks), p50 and p99 latency, and throughput, then the ratios plugin / plain and
+async / batcher, all measured in the same run.
 
-- one request at a time: latency of a lone request (p50, p99);
-- ``--concurrency`` requests in flight: throughput (requests/s, generated tokens/s) and
-  the latency each request sees under load.
-
-It prints both for plain main-model requests and plugin requests, and the ratio
-plugin / main: the plugin's overhead (its assistant's forward pass over the question,
-the projector, and decoding from ``prompt_embeds`` instead of token ids).
-
-    python benchmarks/serve_latency.py [--requests 128] [--concurrency 32] [--backend auto]
+    python benchmarks/serve_latency.py [--max-tokens 32] [--in-flight 1 8 32 128]
                                        [--plugin FOLDER]  # default: a 1-step DLR plugin
 """
 
@@ -20,24 +19,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
+import json
+import os
 import statistics
-import threading
+import subprocess
+import sys
 import time
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-import openai
-import uvicorn
+import httpx
+import requests
 from latentrl.tasks import get_task
 
-from latentrl.config import DemoConfig, ServeConfig, load_config
+from latentrl.config import DemoConfig, load_config
 from latentrl.models.tiny import pretrained_tiny_model
-from latentrl.serve.app import create_app
 from latentrl.trainers import dlr
 
 ROOT = Path(__file__).resolve().parents[1]
-MAX_TOKENS = 16
+MODES = {"batcher": ["async_engine=false"], "async": []}
+"""Serving modes: extra ``latentrl serve`` overrides."""
 
 
 def one_step_plugin(model_dir: Path, demo: DemoConfig, output_dir: Path) -> Path:
@@ -51,91 +52,158 @@ def one_step_plugin(model_dir: Path, demo: DemoConfig, output_dir: Path) -> Path
     return output_dir / "plugin"
 
 
-def start_server(cfg: ServeConfig) -> tuple[uvicorn.Server, threading.Thread]:
-    server = uvicorn.Server(uvicorn.Config(create_app(cfg), host=cfg.host, port=cfg.port,
-                                           log_level="warning"))  # fmt: skip
-    thread = threading.Thread(target=server.run)
-    thread.start()
-    while not server.started:
-        time.sleep(0.1)
-    return server, thread
+def start_server(model_dir: Path, plugin: Path, overrides: list[str], log: Path):
+    """`latentrl serve` on a free port; returns the process and its URL once it answers."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [
+        sys.executable, "-m", "latentrl.cli", "serve", "--model", str(model_dir),
+        "--plugin", f"plugin={plugin}", "--port", str(port), "served_model_name=main",
+        "rollout.backend=vllm", "rollout.cpu_kvcache_space_gib=1", *overrides,
+    ]  # fmt: skip
+    with open(log, "w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=os.environ)
+    url = f"http://127.0.0.1:{port}"
+    while True:
+        if process.poll() is not None:
+            raise SystemExit(f"latentrl serve exited:\n{log.read_text()[-3000:]}")
+        try:
+            if requests.get(f"{url}/health", timeout=2).status_code == 200:
+                return process, url
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
 
 
-async def drive(url: str, model: str, prompts: list[str], concurrency: int) -> dict[str, float]:
-    """Send every prompt, ``concurrency`` at a time; latency percentiles and throughput."""
-    client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0, timeout=600)
-    slots = asyncio.Semaphore(concurrency)
+async def drive(
+    url: str, model: str, prompts: list[str], in_flight: int, max_tokens: int
+) -> dict[str, float]:
+    """Stream every prompt, ``in_flight`` at a time; latencies and throughput."""
+    slots = asyncio.Semaphore(in_flight)
+    limits = httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight)
 
-    async def one(prompt: str) -> tuple[float, int]:
-        async with slots:
-            started = time.perf_counter()
-            response = await client.completions.create(
-                model=model, prompt=prompt, max_tokens=MAX_TOKENS, temperature=0
-            )
-            return time.perf_counter() - started, response.usage.completion_tokens
+    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
 
-    started = time.perf_counter()
-    results = await asyncio.gather(*(one(p) for p in prompts))
-    seconds = time.perf_counter() - started
-    await client.close()
-    latencies = sorted(latency for latency, _ in results)
+        async def one(prompt: str) -> tuple[float, float, list[float], int]:
+            body = {
+                "model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
+                "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True},
+            }  # fmt: skip
+            async with slots:
+                started = time.perf_counter()
+                arrivals, tokens = [], 0
+                async with client.stream("POST", "/v1/completions", json=body) as response:
+                    response.raise_for_status()
+                    async for line in response.aiter_lines():
+                        if not line.startswith("data: {"):
+                            continue
+                        chunk = json.loads(line[len("data: ") :])
+                        if chunk["choices"] and chunk["choices"][0]["text"]:
+                            arrivals.append(time.perf_counter() - started)
+                        if chunk.get("usage"):
+                            tokens = chunk["usage"]["completion_tokens"]
+                total = time.perf_counter() - started
+                gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
+                return total, arrivals[0], gaps, tokens
+
+        started = time.perf_counter()
+        results = await asyncio.gather(*(one(p) for p in prompts))
+        seconds = time.perf_counter() - started
+    latencies = sorted(total for total, _, _, _ in results)
+    gaps = [gap for _, _, request_gaps, _ in results for gap in request_gaps]
     return {
+        "ttft_ms": 1000 * statistics.median(first for _, first, _, _ in results),
+        "itl_ms": 1000 * statistics.mean(gaps) if gaps else 0.0,
         "p50_ms": 1000 * statistics.median(latencies),
         "p99_ms": 1000 * latencies[max(0, round(0.99 * len(latencies)) - 1)],
         "requests_per_s": len(results) / seconds,
-        "tokens_per_s": sum(tokens for _, tokens in results) / seconds,
+        "tokens_per_s": sum(tokens for _, _, _, tokens in results) / seconds,
     }
+
+
+def measure(url: str, prompts: list[str], levels: list[int], max_tokens: int) -> dict:
+    """Per in-flight level and model: the numbers :func:`drive` gives."""
+    results = {}
+    for model in ("main", "plugin"):
+        asyncio.run(drive(url, model, prompts[:16], 8, max_tokens))  # warm-up
+    for in_flight in levels:
+        count = max(32, 2 * in_flight)
+        for model in ("main", "plugin"):
+            results[in_flight, model] = asyncio.run(
+                drive(url, model, prompts[:count], in_flight, max_tokens)
+            )
+            print(f"  {in_flight:>3} in flight, {model}: {results[in_flight, model]}", flush=True)
+    return results
+
+
+METRICS = [
+    ("time to first token p50 (ms)", "ttft_ms"),
+    ("inter-token latency (ms)", "itl_ms"),
+    ("latency p50 (ms)", "p50_ms"),
+    ("latency p99 (ms)", "p99_ms"),
+    ("requests/s", "requests_per_s"),
+    ("generated tokens/s", "tokens_per_s"),
+]
+
+
+def print_tables(results: dict, levels: list[int], max_tokens: int) -> None:
+    print(
+        f"\nlatentrl serve, vLLM backend, tiny demo model, greedy, {max_tokens} tokens per "
+        f"request, {os.cpu_count()} CPU cores"
+    )
+    header = f"{'':<32}{'in flight':>10}" + "".join(
+        f"{name:>11}" for name in ("plain", "plugin", "plug/plain")
+    )
+    for mode in MODES:
+        print(f"\n{mode}\n{header}")
+        for label, key in METRICS:
+            for in_flight in levels:
+                plain = results[mode][in_flight, "main"][key]
+                plugin = results[mode][in_flight, "plugin"][key]
+                ratio = f"{plugin / plain:>10.2f}x" if plain else f"{'-':>11}"
+                print(f"{label:<32}{in_flight:>10}{plain:>11.1f}{plugin:>11.1f}{ratio}")
+    print(f"\nasync / batcher\n{'':<32}{'in flight':>10}{'plain':>11}{'plugin':>11}")
+    for label, key in METRICS:
+        for in_flight in levels:
+            cells = []
+            for model in ("main", "plugin"):
+                batcher = results["batcher"][in_flight, model][key]
+                cells.append(
+                    f"{results['async'][in_flight, model][key] / batcher:>10.2f}x"
+                    if batcher else f"{'-':>11}"
+                )  # fmt: skip
+            print(f"{label:<32}{in_flight:>10}{''.join(cells)}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=128)
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--backend", default="auto", help="rollout backend of the server")
+    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--in-flight", type=int, nargs="+", default=[1, 8, 32, 128])
     parser.add_argument("--plugin", help="plugin folder (default: train a 1-step DLR plugin)")
     args = parser.parse_args()
     demo = load_config(DemoConfig, ROOT / "configs" / "demo.yaml")
     model_dir = pretrained_tiny_model(demo.task.name, demo.task.options, demo.model, demo.pretrain)
-    rows = get_task(demo.task.name).load("test", limit=args.requests, **demo.task.options)
+    count = max(32, 2 * max(args.in_flight))
+    rows = get_task(demo.task.name).load("test", limit=count, **demo.task.options)
     prompts = [row["prompt"] for row in rows]
 
+    results = {}
     with TemporaryDirectory() as scratch:
-        plugin = args.plugin or one_step_plugin(model_dir, demo, Path(scratch))
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        cfg = load_config(ServeConfig, overrides=[
-            f"model={model_dir}", "served_model_name=main", f"plugins.plugin={plugin}",
-            f"port={port}", f"rollout.backend={args.backend}", "rollout.cpu_kvcache_space_gib=1",
-        ])  # fmt: skip
-        server, thread = start_server(cfg)
-        url = f"http://127.0.0.1:{port}"
-        backend = server.config.app.state.server.engine.backend
-        results = {}
-        for model in ("main", "plugin"):
-            asyncio.run(drive(url, model, prompts[:8], 8))  # warm-up
-            results[model] = {
-                "alone": asyncio.run(drive(url, model, prompts[:32], 1)),
-                "loaded": asyncio.run(drive(url, model, prompts, args.concurrency)),
-            }
-        server.should_exit = True  # shuts the engine down too
-        thread.join()
-
-    print(f"\nlatentrl serve, {backend} backend, tiny demo model, greedy, {MAX_TOKENS} new tokens")
-    print(f"{'':<44}{'main':>10}{'plugin':>10}{'plugin/main':>13}")
-    lines = [
-        ("one at a time: p50 latency (ms)", "alone", "p50_ms"),
-        ("one at a time: p99 latency (ms)", "alone", "p99_ms"),
-        (f"{args.concurrency} in flight: p50 latency (ms)", "loaded", "p50_ms"),
-        (f"{args.concurrency} in flight: p99 latency (ms)", "loaded", "p99_ms"),
-        (f"{args.concurrency} in flight: requests/s", "loaded", "requests_per_s"),
-        (f"{args.concurrency} in flight: generated tokens/s", "loaded", "tokens_per_s"),
-    ]
-    for label, setting, key in lines:
-        main_value, plugin_value = results["main"][setting][key], results["plugin"][setting][key]
-        print(
-            f"{label:<44}{main_value:>10.1f}{plugin_value:>10.1f}{plugin_value / main_value:>12.2f}x"
+        plugin = (
+            Path(args.plugin) if args.plugin else one_step_plugin(model_dir, demo, Path(scratch))
         )
+        for mode, overrides in MODES.items():
+            print(f"{mode}: starting latentrl serve", flush=True)
+            process, url = start_server(model_dir, plugin, overrides, Path(scratch) / f"{mode}.log")
+            try:
+                results[mode] = measure(url, prompts, args.in_flight, args.max_tokens)
+            finally:
+                process.terminate()
+                process.wait(timeout=60)
+    print_tables(results, args.in_flight, args.max_tokens)
 
 
 if __name__ == "__main__":

@@ -83,6 +83,10 @@ class AsyncVLLMEngine(EngineModel):
         except ValueError as err:  # vLLM's refusal of a request (its checks beyond ours)
             raise RolloutError(str(err)) from err
 
+    def unfinished_requests(self) -> int:
+        """Requests the engine holds, waiting or decoding (each of ``n`` samples counts)."""
+        return 0 if self._llm is None else self._llm.get_num_unfinished_requests()
+
     def close(self) -> None:
         if self._llm is not None:
             self._llm.shutdown()

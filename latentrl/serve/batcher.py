@@ -64,6 +64,7 @@ class MicroBatcher:
         self.wait_s = wait_s
         self.observe_batch = observe_batch
         self._queue: queue.Queue[_Pending | None] = queue.Queue()
+        self._in_batch = 0  # requests of the batch being decoded
         self._thread = threading.Thread(target=self._work, name="latentrl-batcher", daemon=True)
         self._thread.start()
 
@@ -73,6 +74,11 @@ class MicroBatcher:
         future = loop.create_future()
         self._queue.put(_Pending(prompts, params, future, loop))
         return await future
+
+    def unfinished_requests(self) -> int:
+        """Requests waiting or decoding, including those whose client has gone: a batch
+        being decoded runs to its end."""
+        return self._queue.qsize() + self._in_batch
 
     def close(self) -> None:
         self._queue.put(None)
@@ -94,7 +100,9 @@ class MicroBatcher:
                     stopping = True
                     break
                 batch.append(item)
+            self._in_batch = len(batch)
             self._run(batch)
+            self._in_batch = 0
             if stopping:
                 return
 

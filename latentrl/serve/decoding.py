@@ -128,6 +128,10 @@ class Decoder(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None: ...
 
+    @abc.abstractmethod
+    def unfinished_requests(self) -> int:
+        """Requests the engine still holds, waiting or decoding."""
+
     async def prepare(self, job: Job) -> list[Prompt]:
         """``job``'s prompts checked against the model, a plugin's latents computed first;
         the prompts are also stored on the job. Raises ``RolloutError``."""
@@ -157,6 +161,9 @@ class StreamingDecoder(Decoder):
 
     def close(self) -> None:
         self.engine.close()
+
+    def unfinished_requests(self) -> int:
+        return self.engine.unfinished_requests()
 
     async def decode(self, job: Job, incremental: bool) -> AsyncIterator[CompletionDelta]:
         prompts = await self.prepare(job)
@@ -190,6 +197,9 @@ class BatchedDecoder(Decoder):
     def close(self) -> None:
         self.batcher.close()
         self.engine.close()
+
+    def unfinished_requests(self) -> int:
+        return self.batcher.unfinished_requests()
 
     async def decode(self, job: Job, incremental: bool) -> AsyncIterator[CompletionDelta]:
         outputs = await self.batcher.submit(await self.prepare(job), job.params)

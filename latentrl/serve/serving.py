@@ -82,6 +82,10 @@ class Metrics:
         self.decoding = Gauge(
             "latentrl_requests_decoding", "Requests being decoded now", registry=self.registry
         )
+        self.engine_requests = Gauge(
+            "latentrl_engine_requests", "Requests the engine holds, waiting or decoding",
+            registry=self.registry,
+        )  # fmt: skip
         self.time_to_first_token = Histogram(
             "latentrl_time_to_first_token_seconds", "From decoding start to the first token",
             ["model"], registry=self.registry,
@@ -130,6 +134,7 @@ class ModelServer:
             self.model_path, cfg, latents, self.metrics.batch_prompts.observe
         )
         self.engine = self.decoder.engine
+        self.metrics.engine_requests.set_function(self.decoder.unfinished_requests)
         self.max_prompt_tokens = cfg.max_prompt_tokens or self.engine.max_model_len - 1
         self.created = now()
         for name, path in cfg.plugins.items():

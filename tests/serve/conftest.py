@@ -65,7 +65,7 @@ def latentrl_server(
     log_path = tmp_path_factory.mktemp("serve") / "server.log"
     command = [
         sys.executable, "-m", "latentrl.cli", "serve", "--model", str(model_dir),
-        "--plugin", f"tiny={plugin_dir}", "--port", str(port), "served_model_name=main", *options,
+        "--plugin", f"tiny={plugin_dir}", "--port", str(port), *options, "served_model_name=main",
     ]  # fmt: skip
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     url = f"http://127.0.0.1:{port}"

@@ -128,8 +128,9 @@ def test_a_short_request_finishes_while_a_long_one_generates(async_server):
 
 
 def test_a_client_that_leaves_aborts_its_request(async_server):
-    """A request whose client times out stops decoding at once, not when it would have
-    finished (the server's ``latentrl_requests_decoding`` gauge falls back to 0)."""
+    """A request whose client times out leaves the server and the engine at once, not when
+    it would have finished (``latentrl_requests_decoding`` and ``latentrl_engine_requests``
+    fall back to 0; the micro-batcher's engine would hold it to the end of its batch)."""
     body = {"model": "main", "prompt": PROMPT, "max_tokens": 450, "n": 4, "temperature": 1.0,
             "seed": 0, "ignore_eos": True}  # fmt: skip
     started = time.perf_counter()
@@ -137,7 +138,8 @@ def test_a_client_that_leaves_aborts_its_request(async_server):
     full = time.perf_counter() - started
 
     def decoding() -> float:
-        return metric_values(async_server.url)[("latentrl_requests_decoding", ())]
+        values = metric_values(async_server.url)
+        return values[("latentrl_requests_decoding", ())] + values[("latentrl_engine_requests", ())]
 
     assert decoding() == 0
     with pytest.raises(httpx.ReadTimeout):

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import doctest
+import time
+from contextlib import aclosing
 
 import pytest
+from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import AutoTokenizer
@@ -13,7 +17,8 @@ from latentrl.cli import main as cli_main
 from latentrl.config import ConfigError, ServeConfig, load_config
 from latentrl.rollout import Completion
 from latentrl.serve import serving
-from latentrl.serve.decoding import text_pieces
+from latentrl.serve.app import create_app
+from latentrl.serve.decoding import merged, text_pieces
 from latentrl.serve.protocol import ChatMessage, OpenAIError
 from latentrl.serve.serving import chat_prompt, question_in
 
@@ -97,3 +102,64 @@ def test_a_plugin_that_cannot_load_stops_the_server_before_it_listens(
         f"plugins.broken: cannot load plugin 'broken': {tmp_path} is not a latent plugin: "
         "latent_plugin.json is missing" in capsys.readouterr().err
     )
+
+
+def test_merged_streams_interleave_and_leaving_early_cancels_every_stream():
+    cancelled: list[int] = []
+
+    async def ticks(index: int, count: int, every_s: float):
+        try:
+            for i in range(count):
+                await asyncio.sleep(every_s)
+                yield f"{index}:{i}"
+        except asyncio.CancelledError:
+            cancelled.append(index)
+            raise
+
+    async def run():
+        everything = [item async for item in merged([ticks(0, 3, 0.01), ticks(1, 2, 0.015)])]
+        async with aclosing(merged([ticks(0, 100, 0.01), ticks(1, 100, 0.01)])) as early:
+            first = await anext(early)
+        return everything, first
+
+    everything, first = asyncio.run(run())
+    assert sorted(everything) == [(0, "0:0"), (0, "0:1"), (0, "0:2"), (1, "1:0"), (1, "1:1")]
+    assert [item for index, item in everything if index == 0] == ["0:0", "0:1", "0:2"]
+    assert first[1].endswith(":0")
+    assert sorted(cancelled) == [0, 1]
+
+
+def test_an_error_in_one_stream_ends_the_merge_with_it():
+    async def fails():
+        yield 1
+        raise ValueError("engine refused")
+
+    async def slow():
+        await asyncio.sleep(10)
+        yield 2
+
+    async def run():
+        return [item async for item in merged([fails(), slow()])]
+
+    with pytest.raises(ValueError, match="engine refused"):
+        asyncio.run(asyncio.wait_for(run(), timeout=5))
+
+
+def test_a_request_over_the_timeout_gets_504_and_the_server_goes_on(tiny_model_dir):
+    cfg = load_config(ServeConfig, overrides=[
+        f"model={tiny_model_dir}", "served_model_name=main", "rollout.backend=hf",
+        "request_timeout_s=0.05",
+    ])  # fmt: skip
+    with TestClient(create_app(cfg)) as client:
+        body = {"model": "main", "prompt": "Question: 1 + 1?\nAnswer:", "temperature": 0}
+        slow = client.post("/v1/completions", json={**body, "max_tokens": 400, "ignore_eos": True})
+        assert slow.status_code == 504
+        assert slow.json()["error"] == {
+            "message": "the request took longer than this server's limit of 0.05 s "
+            "(request_timeout_s)",
+            "type": "timeout_error", "param": None, "code": None,
+        }  # fmt: skip
+        # The micro-batcher cannot stop a batch it is decoding: wait for it to end.
+        while client.app.state.server.decoder.unfinished_requests():
+            time.sleep(0.01)
+        assert client.post("/v1/completions", json={**body, "max_tokens": 2}).status_code == 200
