@@ -11,8 +11,10 @@ time to first token, inter-token latency (mean gap between a request's streamed
 chunks), p50 and p99 latency, and throughput, then the ratios plugin / plain and
 async / batcher, all measured in the same run.
 
+Each number is the median of ``--repeats`` rounds, plain and plugin rounds alternating.
+
     python benchmarks/serve_latency.py [--max-tokens 32] [--in-flight 1 8 32 128]
-                                       [--plugin FOLDER]  # default: a 1-step DLR plugin
+        [--repeats 3] [--modes batcher async] [--plugin FOLDER]  # default: a 1-step DLR plugin
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ def one_step_plugin(model_dir: Path, demo: DemoConfig, output_dir: Path) -> Path
     dlr.main(ROOT / "configs" / "dlr_arith_tiny.yaml", [
         f"main_model={model_dir}", f"output_dir={output_dir}", "steps=1", "questions_per_step=4",
         "group_size=4", "decode_k=4", "eval_problems=4", "checkpoint_every=0",
-        "rollout.backend=hf", *options,
+        "warm_start_steps=0", "rollout.backend=hf", *options,
     ])  # fmt: skip
     return output_dir / "plugin"
 
@@ -124,17 +126,25 @@ async def drive(
     }
 
 
-def measure(url: str, prompts: list[str], levels: list[int], max_tokens: int) -> dict:
-    """Per in-flight level and model: the numbers :func:`drive` gives."""
-    results = {}
+def measure(url: str, prompts: list[str], levels: list[int], max_tokens: int, repeats: int) -> dict:
+    """Per in-flight level and model, the median over ``repeats`` rounds (plain and plugin
+    alternating, so both see the same drift of a noisy machine) of each of :func:`drive`'s
+    numbers."""
     for model in ("main", "plugin"):
         asyncio.run(drive(url, model, prompts[:16], 8, max_tokens))  # warm-up
+    results = {}
     for in_flight in levels:
         count = max(32, 2 * in_flight)
-        for model in ("main", "plugin"):
-            results[in_flight, model] = asyncio.run(
-                drive(url, model, prompts[:count], in_flight, max_tokens)
-            )
+        rounds: dict[str, list[dict]] = {"main": [], "plugin": []}
+        for _ in range(repeats):
+            for model in rounds:
+                rounds[model].append(
+                    asyncio.run(drive(url, model, prompts[:count], in_flight, max_tokens))
+                )
+        for model, measured in rounds.items():
+            results[in_flight, model] = {
+                key: statistics.median(m[key] for m in measured) for key in measured[0]
+            }
             print(f"  {in_flight:>3} in flight, {model}: {results[in_flight, model]}", flush=True)
     return results
 
@@ -157,7 +167,7 @@ def print_tables(results: dict, levels: list[int], max_tokens: int) -> None:
     header = f"{'':<32}{'in flight':>10}" + "".join(
         f"{name:>11}" for name in ("plain", "plugin", "plug/plain")
     )
-    for mode in MODES:
+    for mode in results:
         print(f"\n{mode}\n{header}")
         for label, key in METRICS:
             for in_flight in levels:
@@ -165,6 +175,8 @@ def print_tables(results: dict, levels: list[int], max_tokens: int) -> None:
                 plugin = results[mode][in_flight, "plugin"][key]
                 ratio = f"{plugin / plain:>10.2f}x" if plain else f"{'-':>11}"
                 print(f"{label:<32}{in_flight:>10}{plain:>11.1f}{plugin:>11.1f}{ratio}")
+    if set(results) != set(MODES):
+        return
     print(f"\nasync / batcher\n{'':<32}{'in flight':>10}{'plain':>11}{'plugin':>11}")
     for label, key in METRICS:
         for in_flight in levels:
@@ -183,6 +195,8 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--in-flight", type=int, nargs="+", default=[1, 8, 32, 128])
     parser.add_argument("--plugin", help="plugin folder (default: train a 1-step DLR plugin)")
+    parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
+    parser.add_argument("--repeats", type=int, default=3, help="rounds per setting (median)")
     args = parser.parse_args()
     demo = load_config(DemoConfig, ROOT / "configs" / "demo.yaml")
     model_dir = pretrained_tiny_model(demo.task.name, demo.task.options, demo.model, demo.pretrain)
@@ -195,11 +209,12 @@ def main() -> None:
         plugin = (
             Path(args.plugin) if args.plugin else one_step_plugin(model_dir, demo, Path(scratch))
         )
-        for mode, overrides in MODES.items():
+        for mode in args.modes:
+            overrides = MODES[mode]
             print(f"{mode}: starting latentrl serve", flush=True)
             process, url = start_server(model_dir, plugin, overrides, Path(scratch) / f"{mode}.log")
             try:
-                results[mode] = measure(url, prompts, args.in_flight, args.max_tokens)
+                results[mode] = measure(url, prompts, args.in_flight, args.max_tokens, args.repeats)
             finally:
                 process.terminate()
                 process.wait(timeout=60)

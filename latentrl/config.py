@@ -249,6 +249,10 @@ class ServeConfig:
     """Micro-batcher: most prompts gathered into one engine call."""
     batch_wait_ms: float = 2.0
     """Micro-batcher: how long to wait for more requests once one arrives."""
+    server_threads: int | None = 1
+    """On the async engine, torch threads of the server process, which runs only the
+    plugins' assistants (the engine computes in its own process): 1 keeps their threads
+    from competing with the engine's for cores. None: torch's default."""
     request_timeout_s: float | None = None
     """A request still decoding after this long is aborted with a 504 (default: no limit)."""
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
@@ -259,7 +263,7 @@ class ServeConfig:
             raise ValueError("port: must be in 1..65535")
         require_positive(
             self, "max_tokens_limit", "max_prompt_tokens", "max_body_bytes", "max_batch_prompts",
-            "request_timeout_s",
+            "request_timeout_s", "server_threads",
         )  # fmt: skip
         require_non_negative(self, "batch_wait_ms")
         if "{question}" not in self.prompt_template:

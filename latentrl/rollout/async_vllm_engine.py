@@ -56,11 +56,12 @@ class AsyncVLLMEngine(EngineModel):
         self._llm = AsyncLLM.from_vllm_config(self._vllm_config, disable_log_stats=True)
 
     async def stream(
-        self, prompt: Prompt, params: SamplingParams, request_id: str
+        self, prompt: Prompt, params: SamplingParams, request_id: str, incremental: bool = True
     ) -> AsyncIterator[list[CompletionDelta]]:
         """Decode one prompt checked by :meth:`check_prompt`; yields, as the engine produces
-        them, what each of its ``params.n`` choices added. Closing the iterator before the
-        end (a client went away) aborts the request in the engine."""
+        them, what each of its ``params.n`` choices added (not ``incremental``: once, at the
+        end, which spares a step-by-step round trip). Closing the iterator before the end (a
+        client went away) aborts the request in the engine."""
         if self._llm is None:
             raise RolloutError("the async vLLM engine has not been started")
         inputs = (
@@ -68,7 +69,7 @@ class AsyncVLLMEngine(EngineModel):
             if isinstance(prompt, torch.Tensor)
             else {"prompt_token_ids": prompt}
         )
-        sampling = to_vllm_sampling_params(params, stream=True)
+        sampling = to_vllm_sampling_params(params, stream=incremental)
         try:
             async for output in self._llm.generate(inputs, sampling, request_id):
                 yield [

@@ -25,12 +25,11 @@ from latentrl.rollout.base import (
 
 
 def to_vllm_sampling_params(params: SamplingParams, stream: bool = False):
-    """latentrl's sampling parameters as vLLM's (``stream``: outputs as deltas)."""
+    """latentrl's sampling parameters as vLLM's (``stream``: an output per step with what
+    is new; else one output, at the end)."""
     import vllm
     from vllm.sampling_params import RequestOutputKind
 
-    # DELTA: each output holds only what is new; otherwise vLLM's default.
-    kind = {"output_kind": RequestOutputKind.DELTA} if stream else {}
     return vllm.SamplingParams(
         n=params.n,
         temperature=params.temperature,
@@ -42,7 +41,7 @@ def to_vllm_sampling_params(params: SamplingParams, stream: bool = False):
         logprobs=0 if params.logprobs else None,
         ignore_eos=params.ignore_eos,
         skip_special_tokens=True,
-        **kind,
+        output_kind=RequestOutputKind.DELTA if stream else RequestOutputKind.FINAL_ONLY,
     )
 
 

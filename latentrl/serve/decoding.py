@@ -169,7 +169,7 @@ class StreamingDecoder(Decoder):
         prompts = await self.prepare(job)
         n = job.params.n
         streams = [
-            self.engine.stream(prompt, job.params, f"{job.request_id}-{i}")
+            self.engine.stream(prompt, job.params, f"{job.request_id}-{i}", incremental)
             for i, prompt in enumerate(prompts)
         ]
         async with aclosing(merged(streams)) as outputs:
@@ -224,6 +224,8 @@ def make_decoder(
     if backend == "vllm" and cfg.async_engine:
         from latentrl.rollout.async_vllm_engine import AsyncVLLMEngine
 
+        if cfg.server_threads is not None:
+            torch.set_num_threads(cfg.server_threads)
         return StreamingDecoder(AsyncVLLMEngine(model, cfg.rollout), latents)
     engine = make_engine(model, cfg.rollout, backend=backend)
     return BatchedDecoder(engine, cfg, latents, observe_batch)

@@ -286,7 +286,7 @@ class ModelServer:
                             "(request_timeout_s)",
                             type="timeout_error",
                         ) from None
-                    if decoding.completion_tokens == 0 and delta.token_ids:
+                    if incremental and decoding.completion_tokens == 0 and delta.token_ids:
                         self.metrics.time_to_first_token.labels(decoding.model).observe(
                             time.perf_counter() - started
                         )
