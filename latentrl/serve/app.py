@@ -20,7 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from latentrl.config import ServeConfig
 from latentrl.serve.protocol import (
@@ -31,7 +31,7 @@ from latentrl.serve.protocol import (
     SamplingRequest,
     error_body,
 )
-from latentrl.serve.serving import Decoding, ModelServer
+from latentrl.serve.serving import Decoding, Metrics, ModelServer
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -53,29 +53,12 @@ def create_app(cfg: ServeConfig) -> FastAPI:
     app.state.server = server
     _add_error_handlers(app)
 
-    @app.middleware("http")
-    async def require_api_key(request: Request, call_next):
-        if cfg.api_key is not None and request.url.path.startswith("/v1"):
-            scheme, _, key = request.headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not secrets.compare_digest(
-                key.encode(), cfg.api_key.encode()
-            ):
-                return _error_response(OpenAIError(
-                    401, "missing or wrong API key: send the header 'Authorization: Bearer <key>'",
-                    code="invalid_api_key",
-                ))  # fmt: skip
-        return await call_next(request)
-
-    @app.middleware("http")
-    async def record_metrics(request: Request, call_next):
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        endpoint = route.path if route is not None else "unmatched"
-        server.metrics.requests.labels(endpoint, str(response.status_code)).inc()
-        server.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
-        return response
-
+    # Plain ASGI middlewares (starlette's @app.middleware costs a task group per message,
+    # which is most of the server's time when it streams a token per event). Added last is
+    # outermost: the metrics count refused keys too.
+    if cfg.api_key is not None:
+        app.add_middleware(RequireApiKey, api_key=cfg.api_key)
+    app.add_middleware(RecordMetrics, metrics=server.metrics)
     # Outermost, so an oversized body is refused before anything reads it.
     app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
 
@@ -199,6 +182,55 @@ def _field_path(loc: tuple) -> str:
     the names pydantic gives union members (``prompt.str``, ``prompt.list[str]``)."""
     parts = [str(part) for part in loc[1:]]
     return ".".join(p for p in parts if p not in ("str", "int", "float", "bool") and "[" not in p)
+
+
+class RequireApiKey:
+    """Refuse ``/v1`` requests without ``Authorization: Bearer <api_key>`` (401)."""
+
+    def __init__(self, app: ASGIApp, api_key: str) -> None:
+        self.app = app
+        self.api_key = api_key.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/v1"):
+            scheme, _, key = dict(scope["headers"]).get(b"authorization", b"").partition(b" ")
+            if scheme.lower() != b"bearer" or not secrets.compare_digest(key, self.api_key):
+                response = _error_response(OpenAIError(
+                    401, "missing or wrong API key: send the header 'Authorization: Bearer <key>'",
+                    code="invalid_api_key",
+                ))  # fmt: skip
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class RecordMetrics:
+    """Count each HTTP request by route and status, and time it to its last byte."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # unless the app starts a response
+
+        async def send_and_note_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note_status)
+        finally:
+            route = scope.get("route")
+            endpoint = route.path if route is not None else "unmatched"
+            self.metrics.requests.labels(endpoint, str(status)).inc()
+            self.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
 
 
 class BodyLimit:
