@@ -7,9 +7,9 @@ plugin, on the vLLM backend: once on vLLM's async engine (the default) and once 
 driven over HTTP with streamed, greedy completions of the task's prompts, every request
 generating exactly ``--max-tokens`` tokens (``ignore_eos``, so plain and plugin requests
 do the same decoding work), at 1, 8, 32 and 128 requests in flight. Per setting it prints
-time to first token, inter-token latency (mean gap between a request's streamed
-chunks), p50 and p99 latency, and throughput, then the ratios plugin / plain and
-async / batcher, all measured in the same run.
+time to first token, inter-token latency (time per generated token after the first),
+p50 and p99 latency, throughput and failed requests (counted and printed, not fatal),
+then the ratios plugin / plain and async / batcher, all measured in the same run.
 
 Each number is the median of ``--repeats`` rounds, plain and plugin rounds alternating.
 
@@ -83,53 +83,56 @@ def start_server(model_dir: Path, plugin: Path, overrides: list[str], log: Path)
 async def drive(
     url: str, model: str, prompts: list[str], in_flight: int, max_tokens: int
 ) -> dict[str, float]:
-    """Stream every prompt, ``in_flight`` at a time; latencies and throughput."""
+    """Stream every prompt, ``in_flight`` at a time; latencies, throughput, failures."""
     slots = asyncio.Semaphore(in_flight)
     limits = httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight)
 
     async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
 
-        async def one(prompt: str) -> tuple[float, float, list[float], int]:
+        async def one(prompt: str) -> tuple[float, float, int] | None:
+            """Latency, time to the first streamed chunk, tokens; None if it failed."""
             body = {
                 "model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
                 "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True},
             }  # fmt: skip
             async with slots:
                 started = time.perf_counter()
-                arrivals, tokens = [], 0
-                async with client.stream("POST", "/v1/completions", json=body) as response:
-                    response.raise_for_status()
-                    async for line in response.aiter_lines():
-                        if not line.startswith("data: {"):
-                            continue
-                        chunk = json.loads(line[len("data: ") :])
-                        if chunk["choices"] and chunk["choices"][0]["text"]:
-                            arrivals.append(time.perf_counter() - started)
-                        if chunk.get("usage"):
-                            tokens = chunk["usage"]["completion_tokens"]
-                total = time.perf_counter() - started
-                gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
-                return total, arrivals[0], gaps, tokens
+                first, tokens = None, 0
+                try:
+                    async with client.stream("POST", "/v1/completions", json=body) as response:
+                        response.raise_for_status()
+                        async for line in response.aiter_lines():
+                            if not line.startswith("data: {"):
+                                continue
+                            first = first or time.perf_counter() - started
+                            if usage := json.loads(line[len("data: ") :]).get("usage"):
+                                tokens = usage["completion_tokens"]
+                except httpx.HTTPError as err:
+                    print(f"    request failed: {err!r}", flush=True)
+                    return None
+                return time.perf_counter() - started, first, tokens
 
         started = time.perf_counter()
-        results = await asyncio.gather(*(one(p) for p in prompts))
+        outcomes = await asyncio.gather(*(one(p) for p in prompts))
         seconds = time.perf_counter() - started
-    latencies = sorted(total for total, _, _, _ in results)
-    gaps = [gap for _, _, request_gaps, _ in results for gap in request_gaps]
+    results = [outcome for outcome in outcomes if outcome is not None]
+    latencies = sorted(total for total, _, _ in results)
     return {
-        "ttft_ms": 1000 * statistics.median(first for _, first, _, _ in results),
-        "itl_ms": 1000 * statistics.mean(gaps) if gaps else 0.0,
+        "ttft_ms": 1000 * statistics.median(first for _, first, _ in results),
+        # Time per output token after the first, as vLLM's benchmarks define it.
+        "itl_ms": 1000 * statistics.mean((total - first) / (n - 1) for total, first, n in results),
         "p50_ms": 1000 * statistics.median(latencies),
         "p99_ms": 1000 * latencies[max(0, round(0.99 * len(latencies)) - 1)],
         "requests_per_s": len(results) / seconds,
-        "tokens_per_s": sum(tokens for _, _, _, tokens in results) / seconds,
+        "tokens_per_s": sum(tokens for _, _, tokens in results) / seconds,
+        "failed": len(outcomes) - len(results),
     }
 
 
 def measure(url: str, prompts: list[str], levels: list[int], max_tokens: int, repeats: int) -> dict:
     """Per in-flight level and model, the median over ``repeats`` rounds (plain and plugin
     alternating, so both see the same drift of a noisy machine) of each of :func:`drive`'s
-    numbers."""
+    numbers; failed requests are summed."""
     for model in ("main", "plugin"):
         asyncio.run(drive(url, model, prompts[:16], 8, max_tokens))  # warm-up
     results = {}
@@ -143,7 +146,8 @@ def measure(url: str, prompts: list[str], levels: list[int], max_tokens: int, re
                 )
         for model, measured in rounds.items():
             results[in_flight, model] = {
-                key: statistics.median(m[key] for m in measured) for key in measured[0]
+                key: (sum if key == "failed" else statistics.median)(m[key] for m in measured)
+                for key in measured[0]
             }
             print(f"  {in_flight:>3} in flight, {model}: {results[in_flight, model]}", flush=True)
     return results
@@ -156,6 +160,7 @@ METRICS = [
     ("latency p99 (ms)", "p99_ms"),
     ("requests/s", "requests_per_s"),
     ("generated tokens/s", "tokens_per_s"),
+    ("failed requests", "failed"),
 ]
 
 
