@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import statistics
@@ -133,17 +134,19 @@ def measure(url: str, prompts: list[str], levels: list[int], max_tokens: int, re
     """Per in-flight level and model, the median over ``repeats`` rounds (plain and plugin
     alternating, so both see the same drift of a noisy machine) of each of :func:`drive`'s
     numbers; failed requests are summed."""
+    # Each round takes the next prompts, so that vLLM's prefix cache, which plain prompts
+    # can hit and prompt_embeds cannot, does not replay earlier rounds' prefills.
+    fresh = itertools.cycle(prompts)
     for model in ("main", "plugin"):
-        asyncio.run(drive(url, model, prompts[:16], 8, max_tokens))  # warm-up
+        asyncio.run(drive(url, model, list(itertools.islice(fresh, 16)), 8, max_tokens))  # warm-up
     results = {}
     for in_flight in levels:
         count = max(32, 2 * in_flight)
         rounds: dict[str, list[dict]] = {"main": [], "plugin": []}
         for _ in range(repeats):
             for model in rounds:
-                rounds[model].append(
-                    asyncio.run(drive(url, model, prompts[:count], in_flight, max_tokens))
-                )
+                batch = list(itertools.islice(fresh, count))
+                rounds[model].append(asyncio.run(drive(url, model, batch, in_flight, max_tokens)))
         for model, measured in rounds.items():
             results[in_flight, model] = {
                 key: (sum if key == "failed" else statistics.median)(m[key] for m in measured)
@@ -205,8 +208,7 @@ def main() -> None:
     args = parser.parse_args()
     demo = load_config(DemoConfig, ROOT / "configs" / "demo.yaml")
     model_dir = pretrained_tiny_model(demo.task.name, demo.task.options, demo.model, demo.pretrain)
-    count = max(32, 2 * max(args.in_flight))
-    rows = get_task(demo.task.name).load("test", limit=count, **demo.task.options)
+    rows = get_task(demo.task.name).load("test", **demo.task.options)
     prompts = [row["prompt"] for row in rows]
 
     results = {}

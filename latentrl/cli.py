@@ -103,7 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="OpenAI-compatible server for a frozen model with latent plugins",
         description="Serve the main model and latent plugins behind /v1/completions, "
-        "/v1/chat/completions and /v1/models (plugins load and unload at runtime).",
+        "/v1/chat/completions and /v1/models (plugins load and unload at runtime). On the "
+        "vLLM backend it runs on vLLM's async engine: continuous batching, tokens streamed "
+        "as they are generated.",
     )
     _add_config_arguments(serve)
     serve.add_argument(

@@ -165,6 +165,7 @@ class LatentPlugin(nn.Module):
             attention_mask=attention_mask,
             position_ids=positions,
             output_hidden_states=True,
+            logits_to_keep=1,  # only the hidden states are used: spare the vocabulary head
         )
         states = out.hidden_states[-1][:, -self.settings.num_latents :]  # [B, N, h_a]
         mean, raw_log_std = self.latent_head(states).chunk(2, dim=-1)
