@@ -64,7 +64,7 @@ def main() -> None:
         for seed in args.seeds
     }
     print(f"\nCoCoVa on {args.config}, {os.cpu_count()} CPU cores; held-out accuracy")
-    header = f"{'':<26}{'steps':>7}{'seconds':>9}" + "".join(
+    header = f"{'':<30}{'steps':>7}{'seconds':>9}" + "".join(
         f"{name:>22}" for name in ("all", "level 1", "level 2", "level 3")
     )
     print(header)
@@ -77,13 +77,13 @@ def main() -> None:
         for seed, summary in zip(args.seeds, runs, strict=True):
             cells = "".join(f"{100 * summary['accuracy' + c]:>21.1f}%" for c in COLUMNS)
             label = f"{variant}, seed {seed}"
-            print(f"{label:<26}{summary['steps']:>7}{summary['train_seconds']:>9.0f}{cells}")
+            print(f"{label:<30}{summary['steps']:>7}{summary['train_seconds']:>9.0f}{cells}")
         cells = "".join(f"{mean_and_range([s['accuracy' + c] for s in runs]):>22}" for c in COLUMNS)
-        print(f"{variant + ', mean (range)':<26}{'':>16}{cells}")
+        print(f"{variant + ', mean (range)':<30}{'':>16}{cells}")
     runs = [results[args.variants[0], seed] for seed in args.seeds]
     for label, key in baselines.items():
         cells = "".join(f"{mean_and_range([s[key + c] for s in runs]):>22}" for c in COLUMNS)
-        print(f"{label + ', mean (range)':<26}{'':>16}{cells}")
+        print(f"{label + ', mean (range)':<30}{'':>16}{cells}")
 
 
 if __name__ == "__main__":
