@@ -84,3 +84,38 @@ def eval_samples(model_dir: Path, output_dir: Path, plugin: Path | None = None) 
     run_eval(cfg)
     lines = (output_dir / "samples.jsonl").read_text().splitlines()
     return [json.loads(line) for line in lines]
+
+
+def assert_answers_equal(client, model: str, samples: list[dict]) -> None:
+    """Completions (one prompt per request, and all in one request) and chat answers equal
+    ``latentrl eval``'s ``samples``."""
+    expected = [s["completion"] for s in samples]
+    assert len(set(expected)) > 1  # different problems, different answers
+    one_by_one = [
+        client.completions.create(
+            model=model, prompt=s["prompt"], max_tokens=MAX_TOKENS, temperature=0
+        ).choices[0]
+        for s in samples
+    ]
+    assert [c.text for c in one_by_one] == expected
+    assert [c.finish_reason for c in one_by_one] == [s["finish_reason"] for s in samples]
+    together = client.completions.create(
+        model=model, prompt=[s["prompt"] for s in samples], max_tokens=MAX_TOKENS, temperature=0
+    )
+    assert [c.text for c in together.choices] == expected
+    assert [c.index for c in together.choices] == list(range(len(samples)))
+    # No chat template: the question goes through the task's prompt template.
+    questions = [s["prompt"].removeprefix("Question: ").removesuffix("\nAnswer:") for s in samples]
+    chat = [
+        client.chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": q}],
+            max_tokens=MAX_TOKENS,
+            temperature=0,
+        )
+        .choices[0]
+        .message  # fmt: skip
+        for q in questions
+    ]
+    assert [m.content for m in chat] == expected
+    assert all(m.role == "assistant" for m in chat)

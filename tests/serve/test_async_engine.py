@@ -12,7 +12,7 @@ import openai
 import pytest
 import requests
 
-from tests.serve.conftest import MAX_TOKENS, eval_samples
+from tests.serve.conftest import assert_answers_equal, eval_samples
 from tests.serve.test_server import metric_values
 
 PROMPT = "Question: Mia has 12 cards. She gets 5. How many cards does Mia have now?\nAnswer:"
@@ -36,28 +36,7 @@ def test_greedy_answers_equal_latentrl_eval(
     """One prompt per request, all prompts in one request (several engine requests merged
     in order), and chat: the text ``latentrl eval`` decodes on the same problems."""
     samples = eval_samples(tiny_model_dir, tmp_path, tiny_plugin_dir if plugin else None)
-    model = "tiny" if plugin else "main"
-    expected = [s["completion"] for s in samples]
-    assert len(set(expected)) > 1
-    one_by_one = [
-        client.completions.create(
-            model=model, prompt=s["prompt"], max_tokens=MAX_TOKENS, temperature=0
-        ).choices[0]
-        for s in samples
-    ]
-    assert [c.text for c in one_by_one] == expected
-    assert [c.finish_reason for c in one_by_one] == [s["finish_reason"] for s in samples]
-    together = client.completions.create(
-        model=model, prompt=[s["prompt"] for s in samples], max_tokens=MAX_TOKENS, temperature=0
-    )
-    assert [c.text for c in together.choices] == expected
-    assert [c.index for c in together.choices] == list(range(len(samples)))
-    question = samples[0]["prompt"].removeprefix("Question: ").removesuffix("\nAnswer:")
-    chat = client.chat.completions.create(
-        model=model, messages=[{"role": "user", "content": question}], max_tokens=MAX_TOKENS,
-        temperature=0,
-    )  # fmt: skip
-    assert chat.choices[0].message.content == expected[0]
+    assert_answers_equal(client, "tiny" if plugin else "main", samples)
 
 
 @pytest.mark.parametrize("model", ["main", "tiny"])

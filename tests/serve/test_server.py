@@ -17,7 +17,13 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.serve.conftest import API_KEY, MAX_BODY_BYTES, MAX_TOKENS, MAX_TOKENS_LIMIT, eval_samples
+from tests.serve.conftest import (
+    API_KEY,
+    MAX_BODY_BYTES,
+    MAX_TOKENS_LIMIT,
+    assert_answers_equal,
+    eval_samples,
+)
 
 
 @pytest.fixture(scope="module")
@@ -39,37 +45,7 @@ def test_greedy_answers_equal_latentrl_eval(
     """Completions (one prompt per request, and all in one request) and chat answers equal
     ``latentrl eval``'s on the same problems."""
     samples = eval_samples(tiny_model_dir, tmp_path, tiny_plugin_dir if plugin else None)
-    model = "tiny" if plugin else "main"
-    expected = [s["completion"] for s in samples]
-    assert len(set(expected)) > 1  # different problems, different answers
-    one_by_one = [
-        client.completions.create(
-            model=model, prompt=s["prompt"], max_tokens=MAX_TOKENS, temperature=0
-        ).choices[0]
-        for s in samples
-    ]
-    assert [c.text for c in one_by_one] == expected
-    assert [c.finish_reason for c in one_by_one] == [s["finish_reason"] for s in samples]
-    together = client.completions.create(
-        model=model, prompt=[s["prompt"] for s in samples], max_tokens=MAX_TOKENS, temperature=0
-    )
-    assert [c.text for c in together.choices] == expected
-    assert [c.index for c in together.choices] == list(range(len(samples)))
-    # No chat template: the question goes through the task's prompt template.
-    questions = [s["prompt"].removeprefix("Question: ").removesuffix("\nAnswer:") for s in samples]
-    chat = [
-        client.chat.completions.create(
-            model=model,
-            messages=[{"role": "user", "content": q}],
-            max_tokens=MAX_TOKENS,
-            temperature=0,
-        )
-        .choices[0]
-        .message  # fmt: skip
-        for q in questions
-    ]
-    assert [m.content for m in chat] == expected
-    assert all(m.role == "assistant" for m in chat)
+    assert_answers_equal(client, "tiny" if plugin else "main", samples)
 
 
 @pytest.mark.parametrize("model", ["main", "tiny"])
