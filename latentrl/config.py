@@ -362,6 +362,15 @@ class DLRConfig:
     """Weight of the value head's regression loss (it only reads detached inputs)."""
     correctness_weight: float = 1.0
     format_weight: float = 0.2
+    likelihood_weight: float = 0.0
+    """Weight of the dense reward: the frozen main model's mean per-token probability of
+    the gold solution given the sampled latent (teacher-forced, one forward pass, no
+    generation), minus the same at the policy's mean latent. Almost never tied inside a
+    group, so groups whose decodes all agree still get an advantage (0 disables it)."""
+    policy_ratio: Literal["trajectory", "latent"] = "trajectory"
+    """PPO's importance ratio: one per sampled trajectory, its log-prob summed over N x d_z
+    (a small step moves it by nats, so most ratios leave the clip range), or one per latent
+    vector with its log-prob averaged over d_z (CoLaR's scale)."""
     decode_max_tokens: int = 16
     decode_temperature: float = 0.0
     """Main model's decoding; 0 = greedy, so a latent's reward is a function of the latent."""
@@ -397,8 +406,9 @@ class DLRConfig:
         )  # fmt: skip
         require_non_negative(
             self, "kl_coef", "entropy_coef", "contrastive_weight", "value_coef",
-            "correctness_weight", "format_weight", "weight_decay", "warm_start_steps",
-            "warmup_steps", "eval_every", "checkpoint_every", "decode_temperature",
+            "correctness_weight", "format_weight", "likelihood_weight", "weight_decay",
+            "warm_start_steps", "warmup_steps", "eval_every", "checkpoint_every",
+            "decode_temperature",
         )  # fmt: skip
         if self.decode_k > self.group_size:
             raise ValueError(

@@ -32,6 +32,7 @@ from .contrastive import (
     reward_positive_mask,
     select_views,
 )
+from .likelihood import answer_token_probability, likelihood_reward
 from .policy import PPOClipLoss, gaussian_entropy, gaussian_kl, gaussian_log_prob, value_loss
 
 __all__ = [
@@ -43,11 +44,13 @@ __all__ = [
     "MVInfoNCELoss",
     "PPOClipLoss",
     "RewardContrastiveLoss",
+    "answer_token_probability",
     "gaussian_entropy",
     "gaussian_kl",
     "gaussian_log_prob",
     "get_advantage_estimator",
     "group_advantages",
+    "likelihood_reward",
     "make_contrastive_loss",
     "mv_dhel",
     "mv_infonce",

@@ -36,10 +36,12 @@ from latentrl.config import ConfigError, DLRConfig, load_config, save_config
 from latentrl.io import write_json
 from latentrl.losses import (
     PPOClipLoss,
+    answer_token_probability,
     gaussian_entropy,
     gaussian_kl,
     gaussian_log_prob,
     get_advantage_estimator,
+    likelihood_reward,
     make_contrastive_loss,
     value_loss,
 )
@@ -70,6 +72,8 @@ from latentrl.trainers.common import (
 )
 
 CURVE_KEYS = ("reward_mean", "accuracy", "decodes_saved", "contrastive_loss")
+LIKELIHOOD_BATCH = 64
+"""Sequences per teacher-forced forward pass of the main model for the likelihood reward."""
 
 
 class Rollout(NamedTuple):
@@ -79,12 +83,13 @@ class Rollout(NamedTuple):
     attention_mask: torch.Tensor  # [Q, L]
     z: torch.Tensor  # [Q, K, N, d_z] decoded latents
     eps: torch.Tensor  # [Q, K, N, d_z] their standard-normal noise
-    logp_old: torch.Tensor  # [Q, K] behaviour log-probs
-    rewards: torch.Tensor  # [Q, K] dual reward, NaN where it could not be judged
+    logp_old: torch.Tensor  # [Q, K] behaviour log-probs ([Q, K, N] with per-latent ratios)
+    rewards: torch.Tensor  # [Q, K] total reward, NaN where it could not be judged
     correct: torch.Tensor  # [Q, K]
     formatted: torch.Tensor  # [Q, K]
     tokens_decoded: int
     seconds: dict[str, float]  # sample / decode / reward wall time
+    answer_probability: torch.Tensor | None  # [Q, K + 1] likelihood scores, the mean's last
 
 
 def select_for_decoding(
@@ -143,9 +148,11 @@ class DLRTrainer:
         self.eval_rows = self.task.load("test", limit=cfg.eval_problems, **cfg.task.options)
 
         self.tokenizer = AutoTokenizer.from_pretrained(resolve_model(cfg.main_model))
-        if cfg.rollout.backend == "vllm_server" and cfg.warm_start_steps == 0:
+        if cfg.rollout.backend == "vllm_server" and not (
+            cfg.warm_start_steps or cfg.likelihood_weight
+        ):
             # A vLLM server decodes: the trainer needs the main model's token embeddings
-            # only (the warm start, which back-propagates through it, needs all of it).
+            # only (the warm start and the likelihood reward run all of it).
             self.main_model = None
             self.main_embeddings = load_input_embeddings(cfg.main_model)
         else:
@@ -408,11 +415,10 @@ class DLRTrainer:
         chosen = select_for_decoding(values, cfg.decode_k, cfg.explore, uniforms).to(device)
         index = chosen[:, :, None, None].expand(-1, -1, *z.shape[2:])
         z, eps = z.gather(1, index), eps.gather(1, index)  # [Q, K, N, d_z]
-        logp_old = gaussian_log_prob(
-            z, dist.mean[:, None], dist.log_std[:, None], event_dims=2
-        )  # [Q, K]
+        logp_old = self._log_prob(z, dist.mean[:, None], dist.log_std[:, None])
 
-        prompts = self._prompt_embeds(rows, policy.projector(z))
+        projected = policy.projector(z)  # [Q, K, N, H]
+        prompts = self._prompt_embeds(rows, projected)
         sampled = time.perf_counter()
         params = SamplingParams(
             temperature=cfg.decode_temperature,
@@ -425,15 +431,49 @@ class DLRTrainer:
         decoded = time.perf_counter()
         completions = [out.completions[0] for out in outputs]
         rewards, correct, formatted = self._score(rows, [c.text for c in completions], cfg.decode_k)
-        tokens = sum(len(c.token_ids) for c in completions)
+        scores = None
+        if cfg.likelihood_weight:
+            at_mean = policy.projector(dist.mean)[:, None]  # [Q, 1, N, H]
+            scores = self._answer_probability(rows, torch.cat([projected, at_mean], dim=1))
+            dense = likelihood_reward(scores[:, :-1], scores[:, -1])
+            rewards = rewards + cfg.likelihood_weight * dense
         seconds = {
             "sample_time": sampled - started,
             "decode_time": decoded - sampled,
             "reward_time": time.perf_counter() - decoded,
         }
         return Rollout(
-            input_ids, mask, z, eps, logp_old, rewards, correct, formatted, tokens, seconds
-        )
+            input_ids, mask, z, eps, logp_old, rewards, correct, formatted,
+            tokens_decoded=sum(len(c.token_ids) for c in completions),
+            seconds=seconds,
+            answer_probability=scores,
+        )  # fmt: skip
+
+    def _answer_probability(self, rows: Sequence[dict], latents: torch.Tensor) -> torch.Tensor:
+        """The frozen main model's mean per-token probability of each row's gold solution,
+        teacher-forced, given each of its M projected latents [Q, M, N, H] -> [Q, M]."""
+        device = self.main_model.device
+        repeated = [row for row in rows for _ in range(latents.shape[1])]
+        inputs, labels, mask = self._solution_batch(repeated, latents.flatten(0, 1).to(device))
+        scores = [
+            answer_token_probability(
+                self.main_model(
+                    inputs_embeds=inputs[part].to(device), attention_mask=mask[part].to(device)
+                ).logits,
+                labels[part].to(device),
+            )
+            for part in (
+                slice(i, i + LIKELIHOOD_BATCH) for i in range(0, len(repeated), LIKELIHOOD_BATCH)
+            )
+        ]
+        return torch.cat(scores).view(latents.shape[:2]).cpu()
+
+    def _log_prob(self, z: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+        """Log-probs of latents z [Q, K, N, d_z]: one per trajectory [Q, K], summed over
+        N x d_z, or one per latent vector [Q, K, N], averaged over d_z (``policy_ratio``)."""
+        if self.cfg.policy_ratio == "trajectory":
+            return gaussian_log_prob(z, mean, log_std, event_dims=2)
+        return gaussian_log_prob(z, mean, log_std, event_dims=1) / z.shape[-1]
 
     def _update(self, rollout: Rollout) -> dict[str, float]:
         """``ppo_epochs`` optimiser steps on this batch; with gradient accumulation, each is
@@ -460,20 +500,24 @@ class DLRTrainer:
         z, eps, rewards = rollout.z[part], rollout.eps[part], rollout.rewards[part]
         dist, predicted = self.plugin(input_ids, mask, z)
         mean, log_std = dist.mean[:, None], dist.log_std[:, None]  # [Q, 1, N, d_z]
-        logp = gaussian_log_prob(z, mean, log_std, event_dims=2)  # [Q, K]
+        logp = self._log_prob(z, mean, log_std)  # [Q, K] or [Q, K, N]
+
+        def per_ratio(values: torch.Tensor) -> torch.Tensor:
+            """Per-question [Q] or per-sample [Q, K] values, one per ratio, flat."""
+            trailing = (1,) * (logp.ndim - values.ndim)
+            return values.reshape(*values.shape, *trailing).expand_as(logp).flatten()
+
         kl = None
         if self.reference is not None:
             with torch.no_grad():
                 ref = self.reference.distribution(input_ids, mask)
-            kl = gaussian_kl(dist.mean, dist.log_std, ref.mean, ref.log_std)  # [Q]
-            kl = kl[:, None].expand_as(logp).flatten()
-        entropy = gaussian_entropy(dist.log_std)[:, None].expand_as(logp).flatten()
+            kl = per_ratio(gaussian_kl(dist.mean, dist.log_std, ref.mean, ref.log_std))
         loss, stats = self.ppo(
             logp.flatten(),
             rollout.logp_old[part].flatten(),
-            advantages[part].flatten(),
+            per_ratio(advantages[part]),
             kl=kl,
-            entropy=entropy,
+            entropy=per_ratio(gaussian_entropy(dist.log_std)),
         )
         if self.contrastive is not None:
             # The same noise through the current policy: gradients reach mean and std.
@@ -512,16 +556,19 @@ class DLRTrainer:
             rewards = self._gather(rollout.rewards)
             tokens = self._gather(torch.tensor([rollout.tokens_decoded])).sum().item()
             group_std = rewards.nan_to_num(0.0).std(dim=1, unbiased=False)
+            correct = self._gather(rollout.correct).nan_to_num(0.0)
             metrics = {
                 "reward_mean": rewards.nanmean().item(),
                 "reward_std": rewards[~rewards.isnan()].std(unbiased=False).item(),
                 "accuracy": self._gather(rollout.correct).nanmean().item(),
                 "format_rate": self._gather(rollout.formatted).nanmean().item(),
                 "zero_std_groups": (group_std == 0).float().mean().item(),
+                "mixed_outcome_groups": (correct.amax(1) > correct.amin(1)).float().mean().item(),
                 "unjudged": int(rewards.isnan().sum()),
                 "decodes_saved": 1 - cfg.decode_k / cfg.group_size,
                 "main_tokens_decoded": tokens,
                 "lr": self.scheduler.get_last_lr()[0],
+                **self._likelihood_metrics(rollout),
                 **rollout.seconds,
                 "update_time": update_time,
                 "step_time": time.perf_counter() - started,
@@ -537,6 +584,17 @@ class DLRTrainer:
             if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                 self._save_checkpoint()
         bar.close()
+
+    def _likelihood_metrics(self, rollout: Rollout) -> dict[str, float]:
+        """The likelihood reward's mean over samples, and the gold answer's probability at
+        the mean latent (a dense measure of progress), over every process's questions."""
+        if rollout.answer_probability is None:
+            return {}
+        scores = self._gather(rollout.answer_probability)
+        return {
+            "likelihood_reward": (scores[:, :-1] - scores[:, -1:]).mean().item(),
+            "answer_probability": scores[:, -1].mean().item(),
+        }
 
     # ---- evaluation ----------------------------------------------------------------------
 

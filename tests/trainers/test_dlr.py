@@ -266,3 +266,59 @@ def test_gradient_accumulation_must_divide_the_batch(tiny_model_dir, tmp_path):
     message = "questions_per_step: 4 questions can't be split evenly over 1 processes x 3"
     with pytest.raises(ConfigError, match=message):
         DLRTrainer(cfg).setup()
+
+
+def test_likelihood_reward_is_the_frozen_models_gold_probability(tiny_model_dir, tmp_path):
+    """Total reward = dual reward + weight * (gold-solution probability at the sampled
+    latent - at the mean latent), each probability checked against a one-sequence loop."""
+    weight = 0.5
+    cfg = load_config(
+        DLRConfig, CONFIG, small_run(tiny_model_dir, tmp_path, f"likelihood_weight={weight}")
+    )
+    trainer = DLRTrainer(cfg)
+    trainer.setup()
+    rows = trainer._next_batch()
+    rollout = trainer._rollout(rows)
+    policy, main, tokenizer = trainer.policy, trainer.main_model, trainer.tokenizer
+    with torch.no_grad():
+        mean = policy.distribution(rollout.input_ids, rollout.attention_mask).mean
+        latents = policy.projector(torch.cat([rollout.z, mean[:, None]], dim=1))
+        for q, row in enumerate(rows):
+            target = tokenizer(trainer.task.target(row), add_special_tokens=False)["input_ids"]
+            target = target + [tokenizer.eos_token_id]
+            for k, vectors in enumerate(latents[q]):
+                prompt = policy.inject(trainer.main_embeddings, tokenizer, row["prompt"], vectors)
+                inputs = torch.cat([prompt, trainer.main_embeddings(torch.tensor(target))])
+                probabilities = main(inputs_embeds=inputs[None]).logits[0].softmax(-1)
+                start = len(prompt) - 1
+                picked = [probabilities[start + i, t].item() for i, t in enumerate(target)]
+                expected = sum(picked) / len(picked)
+                assert rollout.answer_probability[q, k].item() == pytest.approx(expected, abs=1e-5)
+    trainer.cleanup()
+    scores = rollout.answer_probability
+    dual = cfg.correctness_weight * rollout.correct + cfg.format_weight * rollout.formatted
+    dense = weight * (scores[:, :-1] - scores[:, -1:])
+    torch.testing.assert_close(rollout.rewards, dual + dense)
+    assert (dense != 0).all()  # no sample ties its question's mean latent
+
+
+def test_per_latent_ratios_average_the_log_prob_over_latent_width(tiny_model_dir, tmp_path):
+    cfg = load_config(
+        DLRConfig, CONFIG,
+        small_run(tiny_model_dir, tmp_path, "steps=2", "policy_ratio=latent",
+                  "likelihood_weight=1.0"),
+    )  # fmt: skip
+    trainer = DLRTrainer(cfg)
+    trainer.setup()
+    rollout = trainer._rollout(trainer._next_batch())
+    with torch.no_grad():
+        dist = trainer.policy.distribution(rollout.input_ids, rollout.attention_mask)
+        normal = torch.distributions.Normal(dist.mean[:, None], dist.log_std.exp()[:, None])
+    expected = normal.log_prob(rollout.z).mean(dim=-1)  # [Q, K, N]
+    torch.testing.assert_close(rollout.logp_old, expected)
+    trainer.train()
+    trainer.cleanup()
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2]
+    for key in ("likelihood_reward", "answer_probability", "mixed_outcome_groups", "clip_fraction"):
+        assert all(0.0 <= abs(r[key]) <= 1.0 for r in rows), key
