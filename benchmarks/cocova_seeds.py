@@ -1,7 +1,7 @@
 """CoCoVa over seeds: the recipe, the LLaVA-style baseline and the ablations, at equal steps.
 
     python benchmarks/cocova_seeds.py [--config configs/cocova_shapes_tiny.yaml]
-        [--seeds 0 1 2] [--variants cocova llava no_infonce no_diffusion]
+        [--seeds 0 1 2] [--variants cocova llava no_infonce no_diffusion no_selection]
         [--output-dir runs/cocova_seeds] [overrides ...]
 
 Each (variant, seed) is one ``latentrl train cocova --config C seed=S <variant overrides>``
@@ -28,6 +28,7 @@ VARIANTS = {
     "llava": ["plugin.architecture=llava"],
     "no_infonce": ["infonce_weight=0"],
     "no_diffusion": ["diffusion_weight=0"],
+    "no_selection": ["plugin.token_selection=false"],
 }
 """Variant name -> overrides of the config."""
 COLUMNS = ["", "_level_1", "_level_2", "_level_3"]

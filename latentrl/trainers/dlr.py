@@ -46,6 +46,7 @@ from latentrl.losses import (
     value_loss,
 )
 from latentrl.models.latent_plugin import (
+    LatentDistribution,
     LatentPlugin,
     LatentPluginConfig,
     embedding_rms,
@@ -349,9 +350,10 @@ class DLRTrainer:
             policy.reset_log_std()
 
     def _warm_start_loss(self, rows: Sequence[dict], noise: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy over every process's solution tokens; this process's part."""
+        """Mean cross-entropy over every process's solution tokens (this process's part),
+        less the entropy bonus on the latents' log-std."""
         encoded = self.policy.encode_questions([r["question"] for r in rows])
-        _, latents = self.plugin(*encoded, noise=noise)  # [B, N, H], through DDP
+        dist, latents = self.plugin(*encoded, noise=noise)  # [B, N, H], through DDP
         inputs, labels, mask = self._solution_batch(rows, latents)
         logits = self.main_model(inputs_embeds=inputs, attention_mask=mask).logits
         summed = torch.nn.functional.cross_entropy(
@@ -360,7 +362,8 @@ class DLRTrainer:
         # DDP averages the processes' gradients, so each divides by all tokens / processes.
         tokens = (labels[:, 1:] != -100).sum()
         total = self.accelerator.gather(tokens[None]).sum()
-        return summed * self.accelerator.num_processes / total
+        bonus = self.cfg.warm_start_entropy_coef * dist.log_std.mean()
+        return summed * self.accelerator.num_processes / total - bonus
 
     def _solution_batch(
         self, rows: Sequence[dict], latents: torch.Tensor
@@ -408,7 +411,7 @@ class DLRTrainer:
         input_ids, mask = (
             t.to(device) for t in policy.encode_questions([r["question"] for r in rows])
         )
-        dist = policy.distribution(input_ids, mask)
+        dist = self._sampling(policy.distribution(input_ids, mask))
         eps = eps.to(device)
         z = dist.mean[:, None] + dist.log_std.exp()[:, None] * eps
         values = policy.value(dist.features, z)  # [Q, G]
@@ -468,6 +471,13 @@ class DLRTrainer:
         ]
         return torch.cat(scores).view(latents.shape[:2]).cpu()
 
+    def _sampling(self, dist: LatentDistribution) -> LatentDistribution:
+        """The distribution RL samples from and scores: the policy's std times
+        ``latent_temperature``."""
+        if self.cfg.latent_temperature == 1.0:
+            return dist
+        return dist._replace(log_std=dist.log_std + math.log(self.cfg.latent_temperature))
+
     def _log_prob(self, z: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
         """Log-probs of latents z [Q, K, N, d_z]: one per trajectory [Q, K], summed over
         N x d_z, or one per latent vector [Q, K, N], averaged over d_z (``policy_ratio``)."""
@@ -499,6 +509,7 @@ class DLRTrainer:
         input_ids, mask = rollout.input_ids[part], rollout.attention_mask[part]
         z, eps, rewards = rollout.z[part], rollout.eps[part], rollout.rewards[part]
         dist, predicted = self.plugin(input_ids, mask, z)
+        dist = self._sampling(dist)
         mean, log_std = dist.mean[:, None], dist.log_std[:, None]  # [Q, 1, N, d_z]
         logp = self._log_prob(z, mean, log_std)  # [Q, K] or [Q, K, N]
 
@@ -534,6 +545,9 @@ class DLRTrainer:
         v_loss, v_stats = value_loss(predicted[judged], rewards[judged])
         stats.update(v_stats)
         stats["latent_std"] = dist.log_std.exp().mean().item()
+        # The projector normalises each latent's scale, so what the noise does depends on
+        # the std relative to the mean's size, which the warm start can grow.
+        stats["latent_mean_rms"] = dist.mean.square().mean().sqrt().item()
         return loss + cfg.value_coef * v_loss, stats
 
     def train(self) -> None:
