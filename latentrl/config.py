@@ -367,10 +367,6 @@ class DLRConfig:
     the gold solution given the sampled latent (teacher-forced, one forward pass, no
     generation), minus the same at the policy's mean latent. Almost never tied inside a
     group, so groups whose decodes all agree still get an advantage (0 disables it)."""
-    policy_ratio: Literal["trajectory", "latent"] = "trajectory"
-    """PPO's importance ratio: one per sampled trajectory, its log-prob summed over N x d_z
-    (a small step moves it by nats, so most ratios leave the clip range), or one per latent
-    vector with its log-prob averaged over d_z (CoLaR's scale)."""
     decode_max_tokens: int = 16
     decode_temperature: float = 0.0
     """Main model's decoding; 0 = greedy, so a latent's reward is a function of the latent."""
@@ -383,14 +379,6 @@ class DLRConfig:
     """After the warm start, reset the latents' std to ``plugin.init_log_std`` (the mean is
     kept). The warm start's cross-entropy shrinks the std (demo: to 0.07), and then nearly
     every group decodes G identical answers: no advantage for RL to learn from."""
-    warm_start_entropy_coef: float = 0.0
-    """Entropy bonus on the latents during the warm start (per dimension: the mean log-std).
-    The cross-entropy under noise shrinks the std where the frozen main model is sensitive;
-    the bonus keeps it wide where it is not, so RL explores where noise does no harm (a
-    calibrated std; use with ``warm_start_reset_std=false``)."""
-    latent_temperature: float = 1.0
-    """RL samples latents from N(mean, (T std)^2) and scores its log-probs under that same
-    distribution; T sets how many groups decode mixed outcomes. Evaluation uses the mean."""
 
     eval_problems: int = 500
     """Held-out problems for the before/after evaluation."""
@@ -410,10 +398,10 @@ class DLRConfig:
             self, "steps", "questions_per_step", "group_size", "decode_k", "ppo_epochs",
             "decode_max_tokens", "eval_problems", "warm_start_batch_size", "clip_eps",
             "learning_rate", "contrastive_tau", "max_grad_norm", "warm_start_learning_rate",
-            "gradient_accumulation_steps", "latent_temperature",
+            "gradient_accumulation_steps",
         )  # fmt: skip
         require_non_negative(
-            self, "warm_start_entropy_coef", "kl_coef", "entropy_coef", "contrastive_weight", "value_coef",
+            self, "kl_coef", "entropy_coef", "contrastive_weight", "value_coef",
             "correctness_weight", "format_weight", "likelihood_weight", "weight_decay",
             "warm_start_steps", "warmup_steps", "eval_every", "checkpoint_every",
             "decode_temperature",

@@ -46,7 +46,6 @@ from latentrl.losses import (
     value_loss,
 )
 from latentrl.models.latent_plugin import (
-    LatentDistribution,
     LatentPlugin,
     LatentPluginConfig,
     embedding_rms,
@@ -84,7 +83,7 @@ class Rollout(NamedTuple):
     attention_mask: torch.Tensor  # [Q, L]
     z: torch.Tensor  # [Q, K, N, d_z] decoded latents
     eps: torch.Tensor  # [Q, K, N, d_z] their standard-normal noise
-    logp_old: torch.Tensor  # [Q, K] behaviour log-probs ([Q, K, N] with per-latent ratios)
+    logp_old: torch.Tensor  # [Q, K] behaviour log-probs
     rewards: torch.Tensor  # [Q, K] total reward, NaN where it could not be judged
     correct: torch.Tensor  # [Q, K]
     formatted: torch.Tensor  # [Q, K]
@@ -350,10 +349,9 @@ class DLRTrainer:
             policy.reset_log_std()
 
     def _warm_start_loss(self, rows: Sequence[dict], noise: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy over every process's solution tokens (this process's part),
-        less the entropy bonus on the latents' log-std."""
+        """Mean cross-entropy over every process's solution tokens; this process's part."""
         encoded = self.policy.encode_questions([r["question"] for r in rows])
-        dist, latents = self.plugin(*encoded, noise=noise)  # [B, N, H], through DDP
+        _, latents = self.plugin(*encoded, noise=noise)  # [B, N, H], through DDP
         inputs, labels, mask = self._solution_batch(rows, latents)
         logits = self.main_model(inputs_embeds=inputs, attention_mask=mask).logits
         summed = torch.nn.functional.cross_entropy(
@@ -362,8 +360,7 @@ class DLRTrainer:
         # DDP averages the processes' gradients, so each divides by all tokens / processes.
         tokens = (labels[:, 1:] != -100).sum()
         total = self.accelerator.gather(tokens[None]).sum()
-        bonus = self.cfg.warm_start_entropy_coef * dist.log_std.mean()
-        return summed * self.accelerator.num_processes / total - bonus
+        return summed * self.accelerator.num_processes / total
 
     def _solution_batch(
         self, rows: Sequence[dict], latents: torch.Tensor
@@ -411,14 +408,16 @@ class DLRTrainer:
         input_ids, mask = (
             t.to(device) for t in policy.encode_questions([r["question"] for r in rows])
         )
-        dist = self._sampling(policy.distribution(input_ids, mask))
+        dist = policy.distribution(input_ids, mask)
         eps = eps.to(device)
         z = dist.mean[:, None] + dist.log_std.exp()[:, None] * eps
         values = policy.value(dist.features, z)  # [Q, G]
         chosen = select_for_decoding(values, cfg.decode_k, cfg.explore, uniforms).to(device)
         index = chosen[:, :, None, None].expand(-1, -1, *z.shape[2:])
         z, eps = z.gather(1, index), eps.gather(1, index)  # [Q, K, N, d_z]
-        logp_old = self._log_prob(z, dist.mean[:, None], dist.log_std[:, None])
+        logp_old = gaussian_log_prob(
+            z, dist.mean[:, None], dist.log_std[:, None], event_dims=2
+        )  # [Q, K]
 
         projected = policy.projector(z)  # [Q, K, N, H]
         prompts = self._prompt_embeds(rows, projected)
@@ -471,20 +470,6 @@ class DLRTrainer:
         ]
         return torch.cat(scores).view(latents.shape[:2]).cpu()
 
-    def _sampling(self, dist: LatentDistribution) -> LatentDistribution:
-        """The distribution RL samples from and scores: the policy's std times
-        ``latent_temperature``."""
-        if self.cfg.latent_temperature == 1.0:
-            return dist
-        return dist._replace(log_std=dist.log_std + math.log(self.cfg.latent_temperature))
-
-    def _log_prob(self, z: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
-        """Log-probs of latents z [Q, K, N, d_z]: one per trajectory [Q, K], summed over
-        N x d_z, or one per latent vector [Q, K, N], averaged over d_z (``policy_ratio``)."""
-        if self.cfg.policy_ratio == "trajectory":
-            return gaussian_log_prob(z, mean, log_std, event_dims=2)
-        return gaussian_log_prob(z, mean, log_std, event_dims=1) / z.shape[-1]
-
     def _update(self, rollout: Rollout) -> dict[str, float]:
         """``ppo_epochs`` optimiser steps on this batch; with gradient accumulation, each is
         accumulated by accelerate over micro-batches of this process's questions."""
@@ -509,26 +494,21 @@ class DLRTrainer:
         input_ids, mask = rollout.input_ids[part], rollout.attention_mask[part]
         z, eps, rewards = rollout.z[part], rollout.eps[part], rollout.rewards[part]
         dist, predicted = self.plugin(input_ids, mask, z)
-        dist = self._sampling(dist)
         mean, log_std = dist.mean[:, None], dist.log_std[:, None]  # [Q, 1, N, d_z]
-        logp = self._log_prob(z, mean, log_std)  # [Q, K] or [Q, K, N]
-
-        def per_ratio(values: torch.Tensor) -> torch.Tensor:
-            """Per-question [Q] or per-sample [Q, K] values, one per ratio, flat."""
-            trailing = (1,) * (logp.ndim - values.ndim)
-            return values.reshape(*values.shape, *trailing).expand_as(logp).flatten()
-
+        logp = gaussian_log_prob(z, mean, log_std, event_dims=2)  # [Q, K]
         kl = None
         if self.reference is not None:
             with torch.no_grad():
                 ref = self.reference.distribution(input_ids, mask)
-            kl = per_ratio(gaussian_kl(dist.mean, dist.log_std, ref.mean, ref.log_std))
+            kl = gaussian_kl(dist.mean, dist.log_std, ref.mean, ref.log_std)  # [Q]
+            kl = kl[:, None].expand_as(logp).flatten()
+        entropy = gaussian_entropy(dist.log_std)[:, None].expand_as(logp).flatten()
         loss, stats = self.ppo(
             logp.flatten(),
             rollout.logp_old[part].flatten(),
-            per_ratio(advantages[part]),
+            advantages[part].flatten(),
             kl=kl,
-            entropy=per_ratio(gaussian_entropy(dist.log_std)),
+            entropy=entropy,
         )
         if self.contrastive is not None:
             # The same noise through the current policy: gradients reach mean and std.

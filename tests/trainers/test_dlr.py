@@ -302,59 +302,18 @@ def test_likelihood_reward_is_the_frozen_models_gold_probability(tiny_model_dir,
     assert (dense != 0).all()  # no sample ties its question's mean latent
 
 
-def test_per_latent_ratios_average_the_log_prob_over_latent_width(tiny_model_dir, tmp_path):
+def test_a_run_with_the_likelihood_reward_logs_it(tiny_model_dir, tmp_path):
     cfg = load_config(
-        DLRConfig, CONFIG,
-        small_run(tiny_model_dir, tmp_path, "steps=2", "policy_ratio=latent",
-                  "likelihood_weight=1.0"),
-    )  # fmt: skip
+        DLRConfig, CONFIG, small_run(tiny_model_dir, tmp_path, "steps=2", "likelihood_weight=1.0")
+    )
     trainer = DLRTrainer(cfg)
     trainer.setup()
-    rollout = trainer._rollout(trainer._next_batch())
-    with torch.no_grad():
-        dist = trainer.policy.distribution(rollout.input_ids, rollout.attention_mask)
-        normal = torch.distributions.Normal(dist.mean[:, None], dist.log_std.exp()[:, None])
-    expected = normal.log_prob(rollout.z).mean(dim=-1)  # [Q, K, N]
-    torch.testing.assert_close(rollout.logp_old, expected)
     trainer.train()
     trainer.cleanup()
     rows = read_metrics(tmp_path / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2]
-    for key in ("likelihood_reward", "answer_probability", "mixed_outcome_groups", "clip_fraction"):
-        assert all(0.0 <= abs(r[key]) <= 1.0 for r in rows), key
-
-
-def test_warm_start_entropy_bonus_keeps_the_std_wide(tiny_model_dir, tmp_path):
-    """Without the bonus the warm start's cross-entropy narrows the std; with it, it widens."""
-    stds = {}
-    for coef in (0.0, 1.0):
-        cfg = load_config(
-            DLRConfig, CONFIG,
-            small_run(tiny_model_dir, tmp_path / str(coef), "warm_start_steps=5",
-                      "warm_start_batch_size=4", "warm_start_learning_rate=1e-2",
-                      "warm_start_reset_std=false", f"warm_start_entropy_coef={coef}"),
-        )  # fmt: skip
-        trainer = DLRTrainer(cfg)
-        trainer.setup()
-        trainer.warm_start()
-        with torch.no_grad():
-            encoded = trainer.policy.encode_questions(trainer.eval_rows["question"][:8])
-            stds[coef] = trainer.policy.distribution(*encoded).log_std.mean().item()
-        trainer.cleanup()
-    assert stds[0.0] < cfg.plugin.init_log_std < stds[1.0]
-
-
-def test_latent_temperature_scales_the_sampling_std(tiny_model_dir, tmp_path):
-    cfg = load_config(
-        DLRConfig, CONFIG, small_run(tiny_model_dir, tmp_path, "latent_temperature=2.0")
-    )
-    trainer = DLRTrainer(cfg)
-    trainer.setup()
-    rollout = trainer._rollout(trainer._next_batch())
-    with torch.no_grad():
-        dist = trainer.policy.distribution(rollout.input_ids, rollout.attention_mask)
-    trainer.cleanup()
-    std = 2.0 * dist.log_std.exp()[:, None]
-    torch.testing.assert_close(rollout.z, dist.mean[:, None] + std * rollout.eps)
-    expected = torch.distributions.Normal(dist.mean[:, None], std).log_prob(rollout.z)
-    torch.testing.assert_close(rollout.logp_old, expected.sum(dim=(-2, -1)))
+    for row in rows:
+        assert 0.0 < row["answer_probability"] < 1.0
+        assert abs(row["likelihood_reward"]) < 1.0
+        assert row["zero_std_groups"] == 0.0  # the dense reward ties no group
+        assert 0.0 <= row["mixed_outcome_groups"] <= 1.0
