@@ -526,8 +526,9 @@ class DLRTrainer:
         stats.update(v_stats)
         stats["latent_std"] = dist.log_std.exp().mean().item()
         # The projector normalises each latent's scale, so what the noise does depends on
-        # the std relative to the mean's size, which the warm start can grow.
-        stats["latent_mean_rms"] = dist.mean.square().mean().sqrt().item()
+        # the std relative to the mean's size, which the warm start can grow. (A mean, not
+        # an RMS: averaged over processes it is the same as over the whole batch.)
+        stats["latent_mean_abs"] = dist.mean.abs().mean().item()
         return loss + cfg.value_coef * v_loss, stats
 
     def train(self) -> None:

@@ -95,10 +95,11 @@ def _run(model_dir, out, *overrides, resume=False):
 
 
 def test_resume_continues_exactly_and_main_model_stays_frozen(tiny_model_dir, tmp_path):
+    # With the contrastive term (off in the shipped recipe) and the likelihood reward.
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    _run(tiny_model_dir, straight, "steps=4")
-    _run(tiny_model_dir, resumed, "steps=2")
-    _run(tiny_model_dir, resumed, "steps=4", resume=True)
+    _run(tiny_model_dir, straight, "steps=4", "contrastive=reward_infonce")
+    _run(tiny_model_dir, resumed, "steps=2", "contrastive=reward_infonce")
+    _run(tiny_model_dir, resumed, "steps=4", "contrastive=reward_infonce", resume=True)
 
     a = LatentPlugin.from_pretrained(straight / "plugin")
     b = LatentPlugin.from_pretrained(resumed / "plugin")
@@ -119,7 +120,8 @@ def test_resume_continues_exactly_and_main_model_stays_frozen(tiny_model_dir, tm
     assert not torch.equal(halfway.value_head[0].weight, a.value_head[0].weight)
     # ... and the run records what it logs every step and the end-of-run artefacts.
     for key in ("reward_mean", "reward_std", "accuracy", "format_rate", "zero_std_groups", "latent_std",
-                "clip_fraction", "contrastive_loss", "value_mae", "decodes_saved", "main_tokens_decoded", "step_time"):  # fmt: skip
+                "clip_fraction", "contrastive_loss", "value_mae", "decodes_saved", "main_tokens_decoded", "step_time",
+                "likelihood_reward", "answer_probability", "mixed_outcome_groups", "latent_mean_abs"):  # fmt: skip
         assert key in rows_a[0], key
     assert (straight / "curves.png").stat().st_size > 0
     summary = json.loads((straight / "summary.json").read_text())

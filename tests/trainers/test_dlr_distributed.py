@@ -20,8 +20,13 @@ from tests.trainers.test_dlr import CONFIG, TIMING_KEYS, _run, small_run
 # Four questions x G=4 a step, shared by two processes: two questions each; so is each
 # warm-start batch (a resumed run skips the warm start).
 WARM_START = ("warm_start_steps=2", "warm_start_batch_size=4")
-STEPS = ("steps=4", *WARM_START)
-HALF = ("steps=2", *WARM_START)
+# Without the likelihood reward: its scores change in the 7th digit with the batch split
+# (padding width and batch size change the main model's matmul blocking), and on this
+# untrained model the rewards are those scores alone, ~1e-3 apart, which group
+# normalisation stretches past the float-summation tolerance within 4 steps. Its
+# exactness is covered by the single-process resume test.
+STEPS = ("steps=4", "likelihood_weight=0", *WARM_START)
+HALF = ("steps=2", "likelihood_weight=0", *WARM_START)
 
 
 def _launch(model_dir: Path, output_dir: Path, *overrides: str, resume: bool = False) -> None:
@@ -71,7 +76,10 @@ def test_a_vllm_server_backend_keeps_only_the_main_models_embeddings(
     from latentrl.config import DLRConfig, load_config
     from latentrl.trainers.dlr import DLRTrainer
 
-    overrides = small_run(tiny_model_dir, tmp_path, "steps=1", "rollout.backend=vllm_server")
+    # Without the likelihood reward, which runs the main model in the trainer.
+    overrides = small_run(
+        tiny_model_dir, tmp_path, "steps=1", "rollout.backend=vllm_server", "likelihood_weight=0"
+    )
     cfg = load_config(DLRConfig, CONFIG, [*overrides, f"rollout.server_urls=[{vllm_server_url}]"])
     trainer = DLRTrainer(cfg)
     trainer.setup()
