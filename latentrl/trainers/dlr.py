@@ -587,7 +587,7 @@ class DLRTrainer:
             return {}
         scores = self._gather(rollout.answer_probability)
         return {
-            "likelihood_reward": (scores[:, :-1] - scores[:, -1:]).mean().item(),
+            "likelihood_reward": likelihood_reward(scores[:, :-1], scores[:, -1]).mean().item(),
             "answer_probability": scores[:, -1].mean().item(),
         }
 
