@@ -23,6 +23,7 @@ from latentrl.config import DemoConfig, DLRConfig, InspectConfig, load_config, s
 from latentrl.inspection import run_inspect
 from latentrl.io import write_json
 from latentrl.models.tiny import pretrained_tiny_model
+from latentrl.rollout import make_engine
 from latentrl.seeds import mean_and_range
 from latentrl.trainers import dlr
 
@@ -46,22 +47,27 @@ def run_demo(config_path: str | None, overrides: Sequence[str]) -> int:
         "cached after the first run)"
     )
     accuracies: dict[int, dict[str, float]] = {}
-    for seed in cfg.seeds:
-        print(f"\n== seed {seed} ==")
-        recipe = load_config(DLRConfig, cfg.dlr_config, [*cfg.dlr_overrides, f"seed={seed}"])
-        recipe.main_model = str(model_dir)
-        recipe.task = cfg.task
-        recipe.rollout = cfg.rollout
-        recipe.eval_problems = cfg.eval_problems
-        recipe.output_dir = str(run_dir / f"seed-{seed}")
-        status = dlr.run(recipe)
-        if status != 0:
-            return status
-        print(inspect_line(Path(recipe.output_dir), cfg))
-        summary = json.loads((Path(recipe.output_dir) / "summary.json").read_text())
-        accuracies[seed] = {
-            name: result["accuracy"] for name, result in summary.items() if name != "steps"
-        }
+    # One engine for every seed: the main model is frozen, and an engine start costs ~25 s.
+    engine = make_engine(model_dir, cfg.rollout)
+    try:
+        for seed in cfg.seeds:
+            print(f"\n== seed {seed} ==")
+            recipe = load_config(DLRConfig, cfg.dlr_config, [*cfg.dlr_overrides, f"seed={seed}"])
+            recipe.main_model = str(model_dir)
+            recipe.task = cfg.task
+            recipe.rollout = cfg.rollout
+            recipe.eval_problems = cfg.eval_problems
+            recipe.output_dir = str(run_dir / f"seed-{seed}")
+            status = dlr.run(recipe, engine=engine)
+            if status != 0:
+                return status
+            print(inspect_line(Path(recipe.output_dir), cfg))
+            summary = json.loads((Path(recipe.output_dir) / "summary.json").read_text())
+            accuracies[seed] = {
+                name: result["accuracy"] for name, result in summary.items() if name != "steps"
+            }
+    finally:
+        engine.close()
     print(seed_table(accuracies))
     write_json(run_dir / "summary.json", {f"seed {s}": row for s, row in accuracies.items()})
     print(f"demo finished in {(time.perf_counter() - started) / 60:.1f} min; run folder {run_dir}")

@@ -54,7 +54,7 @@ from latentrl.models.loading import load_input_embeddings
 from latentrl.models.named import resolve_model
 from latentrl.models.tokens import LATENT_END_TOKEN, LATENT_START_TOKEN, LATENT_TOKEN
 from latentrl.rewards import DualReward
-from latentrl.rollout import SamplingParams, make_engine
+from latentrl.rollout import RolloutEngine, SamplingParams, make_engine
 from latentrl.tasks import get_task
 from latentrl.trainers.common import (
     MetricsLog,
@@ -122,10 +122,15 @@ def fingerprint(model: torch.nn.Module) -> dict[str, str]:
 class DLRTrainer:
     """setup() -> warm_start() -> train() -> cleanup(); see :func:`main`."""
 
-    def __init__(self, cfg: DLRConfig, resume: bool = False) -> None:
+    def __init__(
+        self, cfg: DLRConfig, resume: bool = False, engine: RolloutEngine | None = None
+    ) -> None:
+        """``engine``: a rollout engine already serving ``cfg.main_model``, shared with the
+        caller (who closes it), e.g. one engine for several seeds; None starts one."""
         self.cfg = cfg
         self.resume = resume
         self.run_dir = Path(cfg.output_dir)
+        self.shared_engine = engine
 
     # ---- setup ---------------------------------------------------------------------------
 
@@ -160,7 +165,7 @@ class DLRTrainer:
             self.main_model.requires_grad_(False).eval()
             self.main_embeddings = self.main_model.get_input_embeddings()
         self.main_fingerprint = fingerprint(self._frozen_main)
-        self.engine = make_engine(cfg.main_model, cfg.rollout)
+        self.engine = self.shared_engine or make_engine(cfg.main_model, cfg.rollout)
 
         self.plugin = self._build_plugin()
         self.reference = None
@@ -278,10 +283,11 @@ class DLRTrainer:
 
     def _prompt_embeds(self, rows: Sequence[dict], latents: torch.Tensor) -> list[torch.Tensor]:
         """Main-model inputs for rows [Q] and projected latents [Q, K, N, H] -> Q*K tensors."""
-        embed = self.main_embeddings
+        # Unwrapped once: unwrap_model walks every module (slow under LoRA), and this runs per latent.
+        embed, policy = self.main_embeddings, self.policy
         with torch.no_grad():
             return [
-                self.policy.inject(embed, self.tokenizer, row["prompt"], vectors)
+                policy.inject(embed, self.tokenizer, row["prompt"], vectors)
                 for row, group in zip(rows, latents.to(embed.weight.device), strict=True)
                 for vectors in group
             ]
@@ -367,11 +373,11 @@ class DLRTrainer:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Main-model inputs [B, L, H] (prompt with latents, then the gold solution and EOS),
         labels [B, L] on the solution only, and the attention mask; right-padded."""
-        embed = self.main_embeddings
+        embed, policy = self.main_embeddings, self.policy
         eos = self.tokenizer.eos_token_id
         inputs, labels = [], []
         for row, vectors in zip(rows, latents, strict=True):
-            prompt = self.policy.inject(embed, self.tokenizer, row["prompt"], vectors)
+            prompt = policy.inject(embed, self.tokenizer, row["prompt"], vectors)
             target = self.tokenizer(self.task.target(row), add_special_tokens=False)[
                 "input_ids"
             ] + [eos]
@@ -670,7 +676,8 @@ class DLRTrainer:
         if self.accelerator.is_main_process:
             self.policy.save_pretrained(self.run_dir / "plugin")
         self.metrics.plot(CURVE_KEYS, "DLR training")
-        self.engine.close()
+        if self.shared_engine is None:
+            self.engine.close()
         self.reward.close()
         end_run(self.accelerator)
 
@@ -691,9 +698,9 @@ def reward_trend(rows: Sequence[dict], window: int = 20) -> str:
     )
 
 
-def run(cfg: DLRConfig, resume: bool = False) -> int:
+def run(cfg: DLRConfig, resume: bool = False, engine: RolloutEngine | None = None) -> int:
     """Train, evaluate before and after, print the table; ``summary.json`` in the run folder."""
-    trainer = DLRTrainer(cfg, resume=resume)
+    trainer = DLRTrainer(cfg, resume=resume, engine=engine)
     trainer.setup()
     results = {"frozen main model": trainer.evaluate(with_plugin=False)}
     if cfg.warm_start_steps and trainer.step == 0:
