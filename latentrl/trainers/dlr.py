@@ -177,6 +177,9 @@ class DLRTrainer:
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.plugin, self.optimizer = self.accelerator.prepare(self.plugin, self.optimizer)
+        # The plugin itself, under any DDP wrapper; unwrapped once, since unwrap_model walks
+        # every module (under LoRA, per latent, it took a third of an RL step).
+        self.policy: LatentPlugin = self.accelerator.unwrap_model(self.plugin)
 
         self.reward = DualReward(
             cfg.correctness_weight, cfg.format_weight, format={"style": self.task.answer_format}
@@ -273,21 +276,16 @@ class DLRTrainer:
         """What the trainer holds of the main model: all of it, or its embeddings alone."""
         return self.main_model if self.main_model is not None else self.main_embeddings
 
-    @property
-    def policy(self) -> LatentPlugin:
-        return self.accelerator.unwrap_model(self.plugin)
-
     def _gather(self, tensor: torch.Tensor) -> torch.Tensor:
         """Concatenate every process's tensor along dim 0 (in process order)."""
         return self.accelerator.gather(tensor.to(self.accelerator.device)).cpu()
 
     def _prompt_embeds(self, rows: Sequence[dict], latents: torch.Tensor) -> list[torch.Tensor]:
         """Main-model inputs for rows [Q] and projected latents [Q, K, N, H] -> Q*K tensors."""
-        # Unwrapped once: unwrap_model walks every module (slow under LoRA), and this runs per latent.
-        embed, policy = self.main_embeddings, self.policy
+        embed = self.main_embeddings
         with torch.no_grad():
             return [
-                policy.inject(embed, self.tokenizer, row["prompt"], vectors)
+                self.policy.inject(embed, self.tokenizer, row["prompt"], vectors)
                 for row, group in zip(rows, latents.to(embed.weight.device), strict=True)
                 for vectors in group
             ]
@@ -373,11 +371,11 @@ class DLRTrainer:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Main-model inputs [B, L, H] (prompt with latents, then the gold solution and EOS),
         labels [B, L] on the solution only, and the attention mask; right-padded."""
-        embed, policy = self.main_embeddings, self.policy
+        embed = self.main_embeddings
         eos = self.tokenizer.eos_token_id
         inputs, labels = [], []
         for row, vectors in zip(rows, latents, strict=True):
-            prompt = policy.inject(embed, self.tokenizer, row["prompt"], vectors)
+            prompt = self.policy.inject(embed, self.tokenizer, row["prompt"], vectors)
             target = self.tokenizer(self.task.target(row), add_special_tokens=False)[
                 "input_ids"
             ] + [eos]
