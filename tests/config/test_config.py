@@ -7,6 +7,7 @@ import pytest
 from latentrl.config import (
     ConfigError,
     DemoConfig,
+    DLRConfig,
     EvalConfig,
     RolloutConfig,
     TinyModelConfig,
@@ -122,3 +123,8 @@ def test_shipped_configs_load():
     configs = Path(__file__).resolve().parents[2] / "configs"
     cfg = load_config(DemoConfig, configs / "demo.yaml")
     assert cfg.task.name == "arith"
+    # The real-model DLR recipe: SmolLM2's tokenizer has no latent markers, so it must not
+    # ask for them (the trainer would stop at setup).
+    dlr = load_config(DLRConfig, configs / "dlr_arith_smollm2.yaml")
+    assert dlr.main_model == "smollm2-135m-instruct" and not dlr.plugin.use_markers
+    assert dlr.task.options == {"steps": 1, "ops": "+", "max_value": 99}
