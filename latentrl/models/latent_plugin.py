@@ -28,7 +28,7 @@ from typing import NamedTuple
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from latentrl.config import LatentPluginSettings
 from latentrl.io import atomic_folder
@@ -267,7 +267,9 @@ class LatentPlugin(nn.Module):
         if config.settings.lora:
             from peft import PeftModel
 
-            base = AutoModelForCausalLM.from_pretrained(resolve_model(config.assistant_model))
+            # The base as training built it: with the latent token's embedding row added
+            # where its tokenizer lacked one (SmolLM2), which the adapter saved.
+            base, _ = load_assistant(resolve_model(config.assistant_model))
             assistant = PeftModel.from_pretrained(base, folder / "assistant")
         else:
             assistant = AutoModelForCausalLM.from_pretrained(folder / "assistant")
@@ -279,6 +281,17 @@ class LatentPlugin(nn.Module):
             getattr(plugin, name).load_state_dict(part, strict=True)
         plugin.eval()
         return plugin
+
+
+def load_assistant(path: str | Path) -> tuple[nn.Module, PreTrainedTokenizerBase]:
+    """An assistant causal LM and its tokenizer, with the ``<|latent|>`` placeholder token
+    added (and an embedding row for it) when the tokenizer lacks one."""
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    if LATENT_TOKEN not in tokenizer.get_vocab():
+        tokenizer.add_special_tokens({"additional_special_tokens": [LATENT_TOKEN]})
+        model.resize_token_embeddings(len(tokenizer))
+    return model, tokenizer
 
 
 def same_model(a: str | Path, b: str | Path) -> bool:

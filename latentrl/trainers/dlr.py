@@ -49,10 +49,11 @@ from latentrl.models.latent_plugin import (
     LatentPlugin,
     LatentPluginConfig,
     embedding_rms,
+    load_assistant,
 )
 from latentrl.models.loading import load_input_embeddings
 from latentrl.models.named import resolve_model
-from latentrl.models.tokens import LATENT_END_TOKEN, LATENT_START_TOKEN, LATENT_TOKEN
+from latentrl.models.tokens import LATENT_END_TOKEN, LATENT_START_TOKEN
 from latentrl.rewards import DualReward
 from latentrl.rollout import RolloutEngine, SamplingParams, make_engine
 from latentrl.tasks import get_task
@@ -229,11 +230,7 @@ class DLRTrainer:
     def _build_plugin(self) -> LatentPlugin:
         cfg = self.cfg
         assistant_path = resolve_model(cfg.assistant_model or cfg.main_model)
-        tokenizer = AutoTokenizer.from_pretrained(assistant_path)
-        assistant = AutoModelForCausalLM.from_pretrained(assistant_path)
-        if LATENT_TOKEN not in tokenizer.get_vocab():
-            tokenizer.add_special_tokens({"additional_special_tokens": [LATENT_TOKEN]})
-            assistant.resize_token_embeddings(len(tokenizer))
+        assistant, tokenizer = load_assistant(assistant_path)
         if cfg.plugin.use_markers:
             vocab = self.tokenizer.get_vocab()
             missing = [t for t in (LATENT_START_TOKEN, LATENT_END_TOKEN) if t not in vocab]

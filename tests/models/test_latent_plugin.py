@@ -69,3 +69,48 @@ def test_unknown_position_is_named(main_model):
             True,
             "suffix",
         )
+
+
+def test_lora_plugin_on_an_assistant_without_latent_token_loads_back(tmp_path):
+    """SmolLM2's tokenizer has no ``<|latent|>``: training adds it with an embedding row,
+    and a saved LoRA plugin must load onto its base rebuilt the same way (it failed with a
+    size mismatch of the embeddings before)."""
+    from peft import LoraConfig, get_peft_model
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from latentrl.config import LatentPluginSettings
+    from latentrl.models.latent_plugin import LatentPlugin, LatentPluginConfig, load_assistant
+    from latentrl.models.tokens import LATENT_TOKEN
+
+    words = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    words.pre_tokenizer = pre_tokenizers.Whitespace()
+    words.train_from_iterator(
+        [PROMPT], trainers.WordLevelTrainer(special_tokens=["<unk>", "<pad>"])
+    )
+    plain = PreTrainedTokenizerFast(tokenizer_object=words, unk_token="<unk>", pad_token="<pad>")
+    base = tmp_path / "base"
+    plain.save_pretrained(base)
+    torch.manual_seed(0)
+    shape = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(plain), **shape)).save_pretrained(base)
+
+    assistant, tokenizer = load_assistant(base)
+    assert LATENT_TOKEN not in plain.get_vocab() and LATENT_TOKEN in tokenizer.get_vocab()
+    assert assistant.get_input_embeddings().num_embeddings == len(plain) + 1
+    settings = LatentPluginSettings(num_latents=2, latent_dim=8, use_markers=False, lora=True)
+    config = LatentPluginConfig(str(base), 32, str(base), settings)
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear")
+    plugin = LatentPlugin(config, get_peft_model(assistant, lora), tokenizer, target_rms=1.0)
+    with torch.no_grad():  # a trained adapter: B is zero at initialisation
+        for name, weight in plugin.named_parameters():
+            if "lora_B" in name:
+                weight.normal_()
+    plugin.eval()
+    plugin.save_pretrained(tmp_path / "plugin")
+
+    loaded = LatentPlugin.from_pretrained(tmp_path / "plugin")
+    question = ["Leo has 17 apples . He sells 2 ."]
+    want = plugin.distribution(*plugin.encode_questions(question))
+    got = loaded.distribution(*loaded.encode_questions(question))
+    assert torch.allclose(got.mean, want.mean) and torch.allclose(got.log_std, want.log_std)
