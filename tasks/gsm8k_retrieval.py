@@ -8,7 +8,10 @@ r"""gsm8k_retrieval: find a GSM8K test question's own worked solution among all 
   (the text before each ``**``), one segment each, separated by blank lines: a reasoning
   plan that never contains the solution's numbers;
 - splits: the first ``num_train`` test questions (default 1,000) are ``train``, the rest
-  (319) are ``test``; a question is in exactly one of them.
+  (319) are ``test``; a question is in exactly one of them;
+- ``train_solutions``: how many of the train solutions join the corpus as distractors (the
+  first ones; default all 7,473). ``0`` leaves the 1,319 test solutions, a corpus a real
+  LLM backbone encodes in minutes on a CPU rather than an hour.
 
 Built offline from ``data_dir`` (``train.jsonl``, ``test.jsonl``, ``test_socratic.jsonl``),
 else ``$LATENTRL_GSM8K_DIR``; ``load("test", data_dir="../shared/data/gsm8k")``.
@@ -44,6 +47,7 @@ def load_gsm8k_retrieval(
     split: str,
     data_dir: str | os.PathLike[str] | None = None,
     num_train: int = NUM_TRAIN_QUERIES,
+    train_solutions: int | None = None,
 ) -> RetrievalData:
     """One split of gsm8k_retrieval (see the module docstring)."""
     data_dir = data_dir if data_dir is not None else os.environ.get(DATA_DIR_ENV)
@@ -52,9 +56,11 @@ def load_gsm8k_retrieval(
             f"gsm8k_retrieval: data_dir: needs the local GSM8K folder (train.jsonl, test.jsonl, "
             f"test_socratic.jsonl); pass task.options.data_dir or set ${DATA_DIR_ENV}"
         )
-    corpus, questions, plans = _build(str(Path(data_dir).resolve()))
+    data_dir = str(Path(data_dir).resolve())
+    _, questions, plans = _build(data_dir)
     if not 0 < num_train < len(questions):
         raise ValueError(f"num_train: must be between 1 and {len(questions) - 1}, got {num_train}")
+    corpus = _corpus(data_dir, train_solutions)
     indices = range(num_train) if split == "train" else range(num_train, len(questions))
     queries = {f"q-test-{i}": questions[i] for i in indices}
     return RetrievalData(
@@ -63,6 +69,25 @@ def load_gsm8k_retrieval(
         qrels={query_id: {query_id[2:]: 1} for query_id in queries},  # q-test-7 -> test-7
         rationales={f"q-test-{i}": plans[i] for i in indices},
     )
+
+
+@cache
+def _corpus(data_dir: str, train_solutions: int | None) -> dict[str, str]:
+    """The corpus with its first ``train_solutions`` train solutions (all for None); one
+    object per setting, shared by both splits."""
+    corpus = _build(data_dir)[0]
+    if train_solutions is None:
+        return corpus
+    available = sum(doc_id.startswith("train-") for doc_id in corpus)
+    if not 0 <= train_solutions <= available:
+        raise ValueError(
+            f"train_solutions: must be between 0 and {available}, got {train_solutions}"
+        )
+    return {
+        doc_id: text
+        for doc_id, text in corpus.items()
+        if not doc_id.startswith("train-") or int(doc_id.split("-")[1]) < train_solutions
+    }
 
 
 @cache

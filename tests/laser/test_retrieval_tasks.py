@@ -34,6 +34,20 @@ def test_gsm8k_retrieval_splits_and_corpus():
     assert set(train.rationales) == set(train.queries)
 
 
+@pytest.mark.skipif(not GSM8K.is_dir(), reason="needs ../shared/data/gsm8k")
+def test_gsm8k_retrieval_corpus_keeps_the_first_train_solutions():
+    task = get_retrieval_task("gsm8k_retrieval")
+    train, test = (task.load(s, data_dir=GSM8K, train_solutions=2) for s in ("train", "test"))
+    assert train.corpus is test.corpus
+    assert sorted(d for d in train.corpus if d.startswith("train-")) == ["train-0", "train-1"]
+    assert len(train.corpus) == 1319 + 2
+    # Every query keeps its own solution.
+    assert all(test.relevant(q)[0] in test.corpus for q in test.queries)
+    assert len(task.load("test", data_dir=GSM8K, train_solutions=0).corpus) == 1319
+    with pytest.raises(ValueError, match="train_solutions: must be between 0 and 7473, got -1"):
+        task.load("test", data_dir=GSM8K, train_solutions=-1)
+
+
 def test_gsm8k_retrieval_needs_a_data_dir(monkeypatch):
     monkeypatch.delenv("LATENTRL_GSM8K_DIR", raising=False)
     with pytest.raises(ValueError, match="gsm8k_retrieval: data_dir: needs the local GSM8K folder"):
