@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import pytest
 
 from latentrl.config import (
@@ -9,6 +11,7 @@ from latentrl.config import (
     DemoConfig,
     DLRConfig,
     EvalConfig,
+    LaSERConfig,
     RolloutConfig,
     TinyModelConfig,
     load_config,
@@ -128,3 +131,20 @@ def test_shipped_configs_load():
     dlr = load_config(DLRConfig, configs / "dlr_arith_smollm2.yaml")
     assert dlr.main_model == "smollm2-135m-instruct" and not dlr.plugin.use_markers
     assert dlr.task.options == {"steps": 1, "ops": "+", "max_value": 99}
+    # LaSER on SmolLM2 and its baseline: a fair pair differs only in the latent view, the
+    # terms that read the explicit view, and where it writes.
+    laser, infonce = (
+        asdict(load_config(LaSERConfig, configs / f"laser_gsm8k_smollm2{suffix}.yaml"))
+        for suffix in ("", "_infonce")
+    )
+    assert laser["model"] == "smollm2-135m-instruct" and laser["retriever"]["lora"]
+    assert laser["task"]["options"]["train_solutions"] == 0
+    for config in (laser, infonce):
+        del config["output_dir"], config["retriever"]["latent_documents"]
+        for term in ("explicit_weight", "distill_weight"):
+            del config["loss"][term]
+    assert (laser["retriever"].pop("latent_steps"), infonce["retriever"].pop("latent_steps")) == (
+        2,
+        1,
+    )
+    assert laser == infonce
