@@ -20,8 +20,11 @@ main-model tokens decoded and trainable parameters, with the ratios DLR/GRPO.
 - GRPO trains on the DLR config's task and options.
 - ``--seeds``: each method trains once per seed (its config's ``seed``) on the same main
   model; the table is printed per seed, then the accuracies' mean and range over seeds.
+- Each finished run leaves ``OUTPUT/METHOD-SEED.json`` (with what it ran with) and its log
+  in ``--output-dir``; later calls reuse them, so an interrupted run goes on where it
+  stopped, and deleting one file reruns that method at that seed.
 
-    python benchmarks/dlr_vs_grpo.py [--eval-problems 500] [--seeds 0 1 2]
+    python benchmarks/dlr_vs_grpo.py [--eval-problems 500] [--seeds 0 1 2] [--output-dir DIR]
     python benchmarks/dlr_vs_grpo.py --dlr-config configs/dlr_arith_smollm2.yaml \\
         --grpo-config configs/grpo_arith_smollm2.yaml --eval-problems 300 --seeds 0 1 2
 """
@@ -49,6 +52,7 @@ from latentrl.config import (
     TinyModelConfig,
     load_config,
 )
+from latentrl.io import write_json
 from latentrl.seeds import mean_and_range
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -205,20 +209,44 @@ def child(args) -> None:
     with tempfile.TemporaryDirectory(prefix=f"latentrl-{args.child}-") as out:
         report = METHODS[args.child](args, args.main_model, Path(out))
     report["peak_rss_mb"] = peak_rss_mb()
-    args.result.write_text(json.dumps(report))
+    report["ran_with"] = ran_with(args, args.main_model, args.seed, args.budget_s)
+    write_json(args.result, report)
+
+
+def ran_with(args, main_model: str, seed: int, budget_s: float) -> dict:
+    """What a report depends on beyond the code: a finished run is reused only if it matches."""
+    return {
+        "main_model": main_model,
+        "dlr_config": args.dlr_config.name,
+        "grpo_config": args.grpo_config.name,
+        "eval_problems": args.eval_problems,
+        "seed": seed,
+        "budget_s": budget_s,
+    }
 
 
 def run_in_own_process(
-    method: str, main_model: str, args, seed: int, scratch: Path, budget_s: float = 0.0
+    method: str, main_model: str, args, seed: int, budget_s: float = 0.0
 ) -> dict:
-    result = scratch / f"{method}-{seed}.json"
+    """One method at one seed in its own process, or its finished run in ``--output-dir``."""
+    result = args.output_dir / f"{method}-{seed}.json"
+    if result.is_file():
+        report = json.loads(result.read_text())
+        expected = ran_with(args, main_model, seed, budget_s)
+        if report.get("ran_with") != expected:
+            sys.exit(
+                f"{result} ran with {report.get('ran_with')}, not {expected}: "
+                "use another --output-dir, or delete the file to rerun it"
+            )
+        return report
+    args.output_dir.mkdir(parents=True, exist_ok=True)
     command = [
         sys.executable, __file__, "--child", method, "--main-model", main_model,
         "--dlr-config", str(args.dlr_config), "--grpo-config", str(args.grpo_config),
         "--budget-s", str(budget_s), "--eval-problems", str(args.eval_problems),
         "--seed", str(seed), "--result", str(result),
     ]  # fmt: skip
-    log = scratch / f"{method}-{seed}.log"
+    log = args.output_dir / f"{method}-{seed}.log"
     with log.open("w") as handle:
         finished = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT)
     if finished.returncode != 0:
@@ -294,6 +322,7 @@ def main() -> None:
     parser.add_argument("--grpo-config", type=Path, default=GRPO_CONFIG)
     parser.add_argument("--eval-problems", type=int, default=500)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--output-dir", type=Path, default=ROOT / "runs" / "dlr_vs_grpo")
     parser.add_argument("--budget-s", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--child", choices=sorted(METHODS), help=argparse.SUPPRESS)
@@ -311,19 +340,16 @@ def main() -> None:
         f"DLR's recipe took, greedy accuracy on {args.eval_problems} held-out problems"
     )
     after: dict[str, list[float]] = {m: [] for m in METHODS}
-    with tempfile.TemporaryDirectory(prefix="latentrl-dlr-vs-grpo-") as scratch:
-        for seed in args.seeds:
-            dlr_report = run_in_own_process("dlr", main_model, args, seed, Path(scratch))
-            results = {
-                "dlr": dlr_report,
-                "grpo": run_in_own_process(
-                    "grpo", main_model, args, seed, Path(scratch), dlr_report["train_s"]
-                ),
-            }
-            print(f"\nseed {seed}")
-            print_table(results)
-            for method, report in results.items():
-                after[method].append(report["after"])
+    for seed in args.seeds:
+        dlr_report = run_in_own_process("dlr", main_model, args, seed)
+        results = {
+            "dlr": dlr_report,
+            "grpo": run_in_own_process("grpo", main_model, args, seed, dlr_report["train_s"]),
+        }
+        print(f"\nseed {seed}")
+        print_table(results)
+        for method, report in results.items():
+            after[method].append(report["after"])
     if len(args.seeds) > 1:
         print(f"\nheld-out accuracy after, over seeds {args.seeds}: mean (range)")
         for method, values in after.items():
