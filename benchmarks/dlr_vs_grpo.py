@@ -52,7 +52,7 @@ from latentrl.config import (
     TinyModelConfig,
     load_config,
 )
-from latentrl.io import write_json
+from latentrl.io import config_identity, finished_run, write_json
 from latentrl.seeds import mean_and_range
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -217,8 +217,8 @@ def ran_with(args, main_model: str, seed: int, budget_s: float) -> dict:
     """What a report depends on beyond the code: a finished run is reused only if it matches."""
     return {
         "main_model": main_model,
-        "dlr_config": args.dlr_config.name,
-        "grpo_config": args.grpo_config.name,
+        "dlr_config": config_identity(args.dlr_config),
+        "grpo_config": config_identity(args.grpo_config),
         "eval_problems": args.eval_problems,
         "seed": seed,
         "budget_s": budget_s,
@@ -230,14 +230,11 @@ def run_in_own_process(
 ) -> dict:
     """One method at one seed in its own process, or its finished run in ``--output-dir``."""
     result = args.output_dir / f"{method}-{seed}.json"
-    if result.is_file():
-        report = json.loads(result.read_text())
-        expected = ran_with(args, main_model, seed, budget_s)
-        if report.get("ran_with") != expected:
-            sys.exit(
-                f"{result} ran with {report.get('ran_with')}, not {expected}: "
-                "use another --output-dir, or delete the file to rerun it"
-            )
+    try:
+        report = finished_run(result, ran_with(args, main_model, seed, budget_s))
+    except ValueError as mismatch:
+        sys.exit(str(mismatch))
+    if report is not None:
         return report
     args.output_dir.mkdir(parents=True, exist_ok=True)
     command = [

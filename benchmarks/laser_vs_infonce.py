@@ -8,8 +8,8 @@ means over seeds and, per metric, the mean difference with a bootstrap 95% inter
 resamples both the seeds and the queries, and on how many seeds LaSER is ahead (the seed
 noise here is as large as the effects, so one seed proves nothing).
 
-A finished run leaves ``OUTPUT/METHOD/seedN/per_query.json`` (with the overrides it ran
-with) and is reused by later calls, so seeds can be shared out over processes, one core
+A finished run leaves ``OUTPUT/METHOD/seedN/per_query.json`` (with the config and the
+overrides it ran with) and is reused by later calls, so seeds can be shared out over processes, one core
 each, and the table printed by a last call over all of them:
 
     python benchmarks/laser_vs_infonce.py [--seeds 0 1 2 3 4] [--output-dir DIR]
@@ -34,7 +34,7 @@ import numpy as np
 
 from latentrl.config import LaSERConfig, load_config
 from latentrl.eval.retrieval import RetrieverModel, per_query_metrics, rank_corpus
-from latentrl.io import write_json
+from latentrl.io import config_identity, finished_run, write_json
 from latentrl.trainers.laser import LaSERTrainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,14 +49,8 @@ RESAMPLES = 10_000
 def run_once(method: str, config: Path, seed: int, overrides: list[str], folder: Path) -> dict:
     """Train one method at one seed (or reuse its finished run): per-query metrics."""
     record_path = folder / "per_query.json"
-    if record_path.is_file():
-        record = json.loads(record_path.read_text())
-        ran = (record.get("config", CONFIGS[method].name), record["overrides"])
-        if ran != (config.name, overrides):
-            raise ValueError(
-                f"{record_path} ran {ran[0]} with overrides {ran[1]}, not {config.name} with "
-                f"{overrides}: use another --output-dir"
-            )
+    ran_with = {"config": config_identity(config), "overrides": overrides, "seed": seed}
+    if (record := finished_run(record_path, ran_with)) is not None:
         return record
     cfg = load_config(
         LaSERConfig,
@@ -75,8 +69,7 @@ def run_once(method: str, config: Path, seed: int, overrides: list[str], folder:
     record = {
         "method": method,
         "seed": seed,
-        "config": config.name,
-        "overrides": overrides,
+        "ran_with": ran_with,
         "train_seconds": trained_s,
         "per_query": per_query_metrics(trainer.eval_data.qrels, run),
     }

@@ -1,7 +1,9 @@
-"""Atomic writes: a crash mid-write never leaves a half-written file or folder behind."""
+"""Atomic writes (a crash mid-write never leaves a half-written file or folder behind) and
+the finished-run records that benchmarks reuse."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -59,3 +61,28 @@ def atomic_folder(folder: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def config_identity(path: str | Path) -> str:
+    """``NAME@DIGEST``: a config file by its name and content, so an edited file with the
+    same name is not taken for the one a finished run used."""
+    path = Path(path)
+    return f"{path.name}@{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}"
+
+
+def finished_run(record_path: str | Path, ran_with: dict) -> dict | None:
+    """The JSON record a finished run left at ``record_path`` (``None`` if there is none),
+    for benchmarks that reuse finished runs so an interrupted comparison goes on where it
+    stopped. A record whose ``ran_with`` settings differ is refused rather than mixed into
+    a table of other settings.
+    """
+    record_path = Path(record_path)
+    if not record_path.is_file():
+        return None
+    record = json.loads(record_path.read_text())
+    if record.get("ran_with") != ran_with:
+        raise ValueError(
+            f"{record_path} ran with {record.get('ran_with')}, not {ran_with}: use another "
+            "--output-dir, or delete the file to rerun it"
+        )
+    return record

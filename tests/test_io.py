@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from latentrl.io import atomic_folder
+from latentrl.io import atomic_folder, config_identity, finished_run, write_json
 
 
 def test_atomic_folder_replaces_whole_or_not_at_all(tmp_path):
@@ -22,3 +22,20 @@ def test_atomic_folder_replaces_whole_or_not_at_all(tmp_path):
         (staging / "b.txt").write_text("second")
     assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["plugin"]  # no staging or old copies left
+
+
+def test_finished_run_is_reused_only_with_the_settings_it_ran_with(tmp_path):
+    config = tmp_path / "laser.yaml"
+    config.write_text("steps: 30\n")
+    ran_with = {"config": config_identity(config), "seed": 0}
+    record_path = tmp_path / "run" / "per_query.json"
+    assert finished_run(record_path, ran_with) is None
+
+    write_json(record_path, {"ran_with": ran_with, "ndcg@10": 0.5})
+    assert finished_run(record_path, ran_with) == {"ran_with": ran_with, "ndcg@10": 0.5}
+
+    config.write_text("steps: 60\n")  # same file name, other settings
+    edited = {"config": config_identity(config), "seed": 0}
+    assert edited["config"].startswith("laser.yaml@") and edited != ran_with
+    with pytest.raises(ValueError, match=r"per_query.json ran with .*use another --output-dir"):
+        finished_run(record_path, edited)
