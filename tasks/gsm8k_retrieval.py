@@ -57,7 +57,7 @@ def load_gsm8k_retrieval(
             f"test_socratic.jsonl); pass task.options.data_dir or set ${DATA_DIR_ENV}"
         )
     data_dir = str(Path(data_dir).resolve())
-    _, questions, plans = _build(data_dir)
+    questions, plans = _test_questions(data_dir)
     if not 0 < num_train < len(questions):
         raise ValueError(f"num_train: must be between 1 and {len(questions) - 1}, got {num_train}")
     corpus = _corpus(data_dir, train_solutions)
@@ -73,30 +73,24 @@ def load_gsm8k_retrieval(
 
 @cache
 def _corpus(data_dir: str, train_solutions: int | None) -> dict[str, str]:
-    """The corpus with its first ``train_solutions`` train solutions (all for None); one
+    """The first ``train_solutions`` train solutions (all for None), then the test ones; one
     object per setting, shared by both splits."""
-    corpus = _build(data_dir)[0]
+    train = [row["solution"] for row in gsm8k_rows("train", data_dir)]
     if train_solutions is None:
-        return corpus
-    available = sum(doc_id.startswith("train-") for doc_id in corpus)
-    if not 0 <= train_solutions <= available:
+        train_solutions = len(train)
+    if not 0 <= train_solutions <= len(train):
         raise ValueError(
-            f"train_solutions: must be between 0 and {available}, got {train_solutions}"
+            f"train_solutions: must be between 0 and {len(train)}, got {train_solutions}"
         )
-    return {
-        doc_id: text
-        for doc_id, text in corpus.items()
-        if not doc_id.startswith("train-") or int(doc_id.split("-")[1]) < train_solutions
-    }
+    corpus = {f"train-{index}": text for index, text in enumerate(train[:train_solutions])}
+    for index, row in enumerate(gsm8k_rows("test", data_dir)):
+        corpus[f"test-{index}"] = row["solution"]
+    return corpus
 
 
 @cache
-def _build(data_dir: str) -> tuple[dict[str, str], list[str], list[str]]:
-    """(corpus, test questions, their plans) for a folder; read once per process."""
-    corpus = {}
-    for split in ("train", "test"):
-        for index, row in enumerate(gsm8k_rows(split, data_dir)):
-            corpus[f"{split}-{index}"] = row["solution"]
+def _test_questions(data_dir: str) -> tuple[list[str], list[str]]:
+    """(test questions, their plans) for a folder; read once per process."""
     questions = [row["question"] for row in gsm8k_rows("test", data_dir)]
     socratic = list(read_jsonl(Path(data_dir) / "test_socratic.jsonl"))
     if len(socratic) != len(questions):
@@ -108,4 +102,4 @@ def _build(data_dir: str) -> tuple[dict[str, str], list[str], list[str]]:
         if row.get("question") != question:
             raise ValueError(f"{where}: question differs from test.jsonl's row at the same index")
         plans.append(socratic_plan(row.get("answer", ""), where))
-    return corpus, questions, plans
+    return questions, plans
