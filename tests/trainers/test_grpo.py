@@ -87,7 +87,7 @@ def test_grpo_raises_held_out_accuracy_with_an_adapter_plain_peft_loads(
     adapted.merge_and_unload().save_pretrained(tmp_path / "merged")
     tokenizer.save_pretrained(tmp_path / "merged")
     after, worked_after = greedy_eval(tmp_path / "merged", tokenizer)
-    # Measured (README, seeds 0-2): greedy answers work the steps 0% -> 100% of the time.
+    # Measured (docs/results.md, seeds 0-2): greedy answers work the steps 0% -> 100% of the time.
     print(f"seed {TEST_SEED}: held-out {before:.1%} -> {after:.1%}, worked steps "
           f"{worked_before:.0%} -> {worked_after:.0%}")  # fmt: skip
     assert worked_after > 0.5
