@@ -256,10 +256,10 @@ def run_in_own_process(
 
 def converged_main_model(args) -> str:
     """Pre-train (cached) the tiny main model; measure a further epoch's effect on accuracy."""
-    from latentrl.tasks import get_task
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from latentrl.models.tiny import pretrain, pretrained_tiny_model, pretraining_examples
+    from latentrl.tasks import get_task
 
     dlr = load_config(DLRConfig, args.dlr_config)
     options = dlr.task.options

@@ -20,11 +20,10 @@ import argparse
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-from latentrl.tasks.retrieval import get_retrieval_task
-
 from latentrl.config import LaSERConfig, RetrievalEvalConfig, load_config
 from latentrl.eval.retrieval import format_latency, latency_with_engine
 from latentrl.models.retriever import LaSERRetriever
+from latentrl.tasks.retrieval import get_retrieval_task
 from latentrl.trainers.laser import backbone_path
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -19,11 +19,11 @@ import time
 from pathlib import Path
 
 import torch
-from latentrl.tasks import get_task
 
 from latentrl.config import DemoConfig, RolloutConfig, load_config
 from latentrl.models.tiny import pretrained_tiny_model
 from latentrl.rollout import SamplingParams, make_engine
+from latentrl.tasks import get_task
 
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 

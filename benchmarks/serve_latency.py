@@ -33,10 +33,10 @@ from tempfile import TemporaryDirectory
 
 import httpx
 import requests
-from latentrl.tasks import get_task
 
 from latentrl.config import DemoConfig, load_config
 from latentrl.models.tiny import pretrained_tiny_model
+from latentrl.tasks import get_task
 from latentrl.trainers import dlr
 
 ROOT = Path(__file__).resolve().parents[1]

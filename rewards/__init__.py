@@ -10,6 +10,14 @@
 
 from __future__ import annotations
 
+# This folder is installed as latentrl.rewards (pyproject's package-dir). Imported as a
+# top-level `rewards` (from the repository root) it would be a second copy of every module,
+# whose classes fail isinstance checks against latentrl.rewards's.
+if __name__ != "latentrl.rewards":
+    raise ImportError(
+        f"import latentrl.rewards, not {__name__}: rewards/ is latentrl.rewards's source"
+    )
+
 import dataclasses
 from typing import Any
 

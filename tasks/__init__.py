@@ -16,6 +16,12 @@ User tasks: ``get_task("path/to/task.py")`` or ``get_task("path/to/task.yaml")``
 :mod:`latentrl.tasks.registry`.
 """
 
+# This folder is installed as latentrl.tasks (pyproject's package-dir). Imported as a
+# top-level `tasks` (from the repository root) it would be a second copy of every module,
+# whose classes fail isinstance checks against latentrl.tasks's.
+if __name__ != "latentrl.tasks":
+    raise ImportError(f"import latentrl.tasks, not {__name__}: tasks/ is latentrl.tasks's source")
+
 from .base import (
     COLUMNS,
     DEFAULT_PROMPT_TEMPLATE,

@@ -9,11 +9,11 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-from latentrl.tasks.shapes_vqa import COLOURS, SHAPES
-from latentrl.tasks.vqa import answers_match, get_vqa_task, normalize_answer
 from PIL import Image
 
 from latentrl.eval.vqa import encode_rows, majority_answers, majority_table
+from latentrl.tasks.shapes_vqa import COLOURS, SHAPES
+from latentrl.tasks.vqa import answers_match, get_vqa_task, normalize_answer
 
 
 def _pixels(image):

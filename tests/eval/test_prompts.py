@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from latentrl.tasks import get_task
 
 from latentrl.config import EvalConfig, TaskConfig, load_config
 from latentrl.models.tiny import train_tokenizer
 from latentrl.prompts import configured_task, render_prompt, use_chat_template, with_prompts
+from latentrl.tasks import get_task
 
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"

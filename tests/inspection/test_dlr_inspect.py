@@ -7,13 +7,13 @@ import math
 
 import pytest
 import torch
-from latentrl.tasks import get_task, registry
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from latentrl.cli import main
 from latentrl.inspection.dlr import inspect_plugin, slot_kind
 from latentrl.models.latent_plugin import LatentPlugin
 from latentrl.models.tokens import LATENT_END_TOKEN, LATENT_START_TOKEN
+from latentrl.tasks import get_task, registry
 from tests.conftest import TEST_TASK_OPTIONS
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 
 import pytest
-from latentrl.tasks.retrieval import RetrievalData, get_retrieval_task
 
+from latentrl.tasks.retrieval import RetrievalData, get_retrieval_task
 from tests.conftest import shared_data_dir
 
 GSM8K = shared_data_dir() / "gsm8k"

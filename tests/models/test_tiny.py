@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import torch
-from latentrl.tasks import get_task
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from latentrl.config import PretrainConfig, TinyModelConfig
@@ -21,6 +20,7 @@ from latentrl.models.tokens import (
     LATENT_TOKEN,
     SPECIAL_TOKENS,
 )
+from latentrl.tasks import get_task
 
 TEXTS = [
     f"Question: Ann has {i} pens. She buys {i % 9} more.\nAnswer: {i} + {i % 9} = {i + i % 9}\n#### {i + i % 9}"

@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from latentrl.tasks import get_task
 
 from latentrl.config import RolloutConfig
 from latentrl.models.named import prepare_model
 from latentrl.rollout import make_engine
+from latentrl.tasks import get_task
 from tests.conftest import in_process_vllm, vllm_server
 
 MODEL = "smollm2-135m-instruct"

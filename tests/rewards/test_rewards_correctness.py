@@ -10,6 +10,7 @@ import time
 
 import pytest
 import rewards_helpers
+
 from latentrl.rewards import CorrectnessReward, correctness_reward, gold_answer
 from latentrl.rewards._worker import ItemTimeout, deadline
 from latentrl.rewards.correctness import STAT_KEYS, correctness

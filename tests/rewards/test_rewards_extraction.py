@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from latentrl.rewards import FORMATS, extract_answer, normalize_number
 from latentrl.rewards.extraction import DEFAULT_ORDER
 

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from latentrl.rewards import CorrectnessReward, extract_answer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -7,6 +7,7 @@ from fractions import Fraction
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from latentrl.rewards import CorrectnessReward, extract_answer, normalize_number
 
 WORDS = [

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from latentrl.tasks import get_task
 
 from latentrl.config import RolloutConfig
 from latentrl.rollout import SamplingParams, make_engine
+from latentrl.tasks import get_task
 from tests.conftest import TEST_TASK_OPTIONS
 
 # vLLM's CPU kernels and transformers differ by float32 rounding only.

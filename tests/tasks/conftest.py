@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from latentrl.tasks import registry
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

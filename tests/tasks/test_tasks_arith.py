@@ -7,6 +7,7 @@ import re
 import time
 
 import pytest
+
 from latentrl.tasks import get_task
 from latentrl.tasks.arith import TASK, generate
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import datasets
 import pytest
+
 from latentrl.tasks import get_task
 from latentrl.tasks.math500 import TASK
 

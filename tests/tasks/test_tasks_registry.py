@@ -10,6 +10,7 @@ from typing import Any
 
 import datasets
 import pytest
+
 from latentrl.tasks import Task, get_task, list_tasks, register_task
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -6,12 +6,12 @@ import random
 from pathlib import Path
 
 import pytest
-from latentrl.tasks import get_task
 
 from latentrl.cli import main as cli_main
 from latentrl.config import ConfigError, GRPOTrainConfig, PretrainConfig, RolloutConfig, load_config
 from latentrl.eval.math import evaluate_math
 from latentrl.rollout import SamplingParams, make_engine
+from latentrl.tasks import get_task
 from tests.conftest import REPO_ROOT, TEST_MODEL, TEST_SEED
 
 CONFIG = REPO_ROOT / "configs" / "grpo_arith_tiny.yaml"
