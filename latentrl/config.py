@@ -578,8 +578,15 @@ def _source(key: str, sources: Mapping[str, str], file_label: str) -> str:
 
 
 def _build(
-    cls: type[C], values: Any, prefix: str, sources: Mapping[str, str], file_label: str
+    cls: type[C],
+    values: Any,
+    prefix: str,
+    sources: Mapping[str, str],
+    file_label: str,
+    defaults: Any = None,
 ) -> C:
+    """``cls`` from a section's ``values``; keys not given take ``defaults``' values (the
+    section's own default, e.g. CoCoVa's task is shapes_vqa) or else the class defaults."""
     where = prefix.rstrip(".") or "config"
     if not isinstance(values, Mapping):
         src = _source(where, sources, file_label)
@@ -595,7 +602,10 @@ def _build(
     for name, f in fields.items():
         key = prefix + name
         if name in values:
-            kwargs[name] = _coerce(hints[name], values[name], key, sources, file_label)
+            default = _section_default(f, defaults, hints[name])
+            kwargs[name] = _coerce(hints[name], values[name], key, sources, file_label, default)
+        elif defaults is not None:
+            kwargs[name] = getattr(defaults, name)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(f"missing required key '{key}' (in {file_label})")
     try:
@@ -608,10 +618,28 @@ def _build(
         raise ConfigError(f"{prefix}{message} (in {src})") from None
 
 
-def _coerce(tp: Any, value: Any, key: str, sources: Mapping[str, str], file_label: str) -> Any:
+def _section_default(f: dataclasses.Field, defaults: Any, tp: Any) -> Any:
+    """The instance a partly given section of field ``f`` is completed from, if any."""
+    if defaults is not None:
+        default = getattr(defaults, f.name)
+    elif f.default_factory is not dataclasses.MISSING:
+        default = f.default_factory()
+    else:
+        default = f.default
+    return default if dataclasses.is_dataclass(default) and not isinstance(default, type) else None
+
+
+def _coerce(
+    tp: Any,
+    value: Any,
+    key: str,
+    sources: Mapping[str, str],
+    file_label: str,
+    default: Any = None,
+) -> Any:
     origin = get_origin(tp)
     if dataclasses.is_dataclass(tp):
-        return _build(tp, value, key + ".", sources, file_label)
+        return _build(tp, value, key + ".", sources, file_label, default)
     if origin in (Union, types.UnionType):
         options = get_args(tp)
         if value is None and type(None) in options:
@@ -621,7 +649,9 @@ def _coerce(tp: Any, value: Any, key: str, sources: Mapping[str, str], file_labe
             if option is type(None):
                 continue
             try:
-                return _coerce(option, value, key, sources, file_label)
+                fits = dataclasses.is_dataclass(option) and isinstance(default, option)
+                section_default = default if fits else None
+                return _coerce(option, value, key, sources, file_label, section_default)
             except ConfigError as err:
                 errors.append(err)
         raise errors[0]

@@ -13,6 +13,7 @@ from latentrl.config import (
     EvalConfig,
     LaSERConfig,
     RolloutConfig,
+    TaskConfig,
     TinyModelConfig,
     load_config,
 )
@@ -36,6 +37,20 @@ def test_yaml_and_overrides_apply_in_order(tmp_path):
     assert cfg.task.options == {"steps": 3}
     assert cfg.pretrain.learning_rate == 0.001
     assert isinstance(cfg.model, TinyModelConfig)
+
+
+def test_a_partly_given_section_keeps_the_sections_own_defaults(tmp_path):
+    # LaSER's task section defaults to gsm8k_retrieval, not TaskConfig's arith; giving only
+    # the options (in the file or on the command line) must not reset the name.
+    path = write(tmp_path, "model: org/m\ntask:\n  options: {data_dir: data}\n")
+    assert load_config(LaSERConfig, path).task == TaskConfig(
+        name="gsm8k_retrieval", options={"data_dir": "data"}
+    )
+    cfg = load_config(
+        LaSERConfig, None, ["model=org/m", "tiny_task.chat_instruction=Add.", "task.options.k=5"]
+    )
+    assert cfg.tiny_task == TaskConfig(name="gsm8k", chat_instruction="Add.")
+    assert cfg.task == TaskConfig(name="gsm8k_retrieval", options={"k": 5})
 
 
 def test_int_is_accepted_for_float_and_lists_parse(tmp_path):
