@@ -23,7 +23,7 @@ from tempfile import TemporaryDirectory
 from latentrl.config import LaSERConfig, RetrievalEvalConfig, load_config
 from latentrl.eval.retrieval import format_latency, latency_with_engine
 from latentrl.models.retriever import LaSERRetriever
-from latentrl.tasks.retrieval import get_retrieval_task
+from latentrl.tasks import get_task
 from latentrl.trainers.laser import backbone_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--backend", default="hf", help="rollout backend for the rationale")
     args = parser.parse_args()
     cfg = load_config(LaSERConfig, ROOT / "configs" / "laser_gsm8k_tiny.yaml")
-    data = get_retrieval_task(cfg.task.name).load("test", **cfg.task.options)
+    data = get_task(cfg.task.name, kind="retrieval").load("test", **cfg.task.options)
     queries = list(data.queries.values())[: args.queries]
     with TemporaryDirectory() as scratch:
         folder = Path(scratch) / "retriever"

@@ -309,17 +309,11 @@ def _models(args: argparse.Namespace) -> int:
 
 def _list_tasks() -> int:
     from latentrl.tasks import list_tasks
-    from latentrl.tasks.vqa import list_vqa_tasks
 
-    tasks, image_tasks = list_tasks(), list_vqa_tasks()
-    width = max(len(task.name) for task in [*tasks, *image_tasks])
+    tasks = list_tasks()
+    width = max(len(task.name) for task in tasks)
     for task in tasks:
-        rewards = ", ".join(task.default_rewards)
-        print(
-            f"{task.name:<{width}}  {task.description}  [rewards: {rewards}; metric: {task.metric}]"
-        )
-    for task in image_tasks:
-        print(f"{task.name:<{width}}  {task.description}  [image QA; metric: VQA accuracy]")
+        print(f"{task.name:<{width}}  {task.kind:<9}  {task.description}")
     return 0
 
 

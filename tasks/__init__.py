@@ -1,4 +1,4 @@
-"""Tasks: data, prompts, gold answers, default rewards and metrics (``latentrl.tasks``).
+"""Tasks of every kind (text, image QA, retrieval): data, prompts, gold answers.
 
 >>> task = get_task("arith")
 >>> row = task.load("train", limit=1, steps=1, max_value=9)[0]
@@ -11,7 +11,9 @@ Answer: 5 + 1 = 6
 >>> row["answer"]
 '6'
 
-Built-in tasks: ``arith`` (synthetic), ``gsm8k`` and ``math500`` (Hub or local files).
+Built-in tasks, by kind (``latentrl tasks`` lists them): text tasks ``arith`` (synthetic),
+``gsm8k`` and ``math500`` (Hub or local files); image QA (:class:`VQATask`) ``shapes_vqa``
+and ``image_qa``; retrieval (:class:`RetrievalTask`) ``gsm8k_retrieval`` and ``bright``.
 User tasks: ``get_task("path/to/task.py")`` or ``get_task("path/to/task.yaml")``; see
 :mod:`latentrl.tasks.registry`.
 """
@@ -31,15 +33,22 @@ from .base import (
     extract_final_answer,
     format_final_answer,
 )
-from .registry import get_task, list_tasks, load_task_file, register_task
+from .registry import AnyTask, TaskKind, get_task, list_tasks, load_task_file, register_task
+from .retrieval import RetrievalData, RetrievalTask
 from .sources import TableSource
+from .vqa import VQATask
 
 __all__ = [
     "COLUMNS",
     "DEFAULT_PROMPT_TEMPLATE",
     "AnswerFormat",
+    "AnyTask",
+    "RetrievalData",
+    "RetrievalTask",
     "TableSource",
     "Task",
+    "TaskKind",
+    "VQATask",
     "canonical_answer",
     "extract_final_answer",
     "format_final_answer",

@@ -171,6 +171,4 @@ TASK = Task(
     source=generate,
     splits=("train", "test"),
     answer_format="hash",
-    default_rewards=("correctness", "format"),
-    metric="accuracy",
 )

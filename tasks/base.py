@@ -1,4 +1,4 @@
-r"""The :class:`Task`: a data source, a prompt template, gold answers, rewards and a metric.
+r"""The :class:`Task`: a data source, a prompt template and gold answers (a text task).
 
 A task turns the rows of its *source* into a ``datasets.Dataset`` whose string columns
 every trainer and evaluator relies on:
@@ -38,7 +38,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
 
 if TYPE_CHECKING:
     import datasets
@@ -69,6 +69,10 @@ _NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
 class Task:
     """A named task; see the module docstring for the columns :meth:`load` returns."""
 
+    kind: ClassVar[str] = "text"
+    """The registry's kind of task (``latentrl tasks``); image QA and retrieval tasks are
+    :class:`~latentrl.tasks.vqa.VQATask` and :class:`~latentrl.tasks.retrieval.RetrievalTask`."""
+
     name: str
     """Registry name, e.g. ``"gsm8k"``."""
     description: str = ""
@@ -82,10 +86,6 @@ class Task:
     (``\\boxed{}``) are literal."""
     answer_format: AnswerFormat = "hash"
     """How solutions state the final answer; rewards check completions the same way."""
-    default_rewards: tuple[str, ...] = ("correctness", "format")
-    """Names in the ``latentrl.rewards`` registry, used when a config names none."""
-    metric: str = "accuracy"
-    """The evaluation metric reported for this task."""
     chat_instruction: str | None = None
     """What a chat prompt adds after the question (default: how to state the final answer
     in ``answer_format``, see :data:`ANSWER_INSTRUCTIONS`); models without a chat template
@@ -93,14 +93,12 @@ class Task:
 
     def __post_init__(self) -> None:
         # Lists are accepted (YAML gives lists) but stored as tuples: a Task is frozen.
-        for name in ("splits", "default_rewards"):
-            value = getattr(self, name)
-            if isinstance(value, str) or not all(isinstance(v, str) for v in value):
-                raise ValueError(f"{name}: expected a list of names, got {value!r}")
-            object.__setattr__(self, name, tuple(value))
+        if isinstance(self.splits, str) or not all(isinstance(v, str) for v in self.splits):
+            raise ValueError(f"splits: expected a list of names, got {self.splits!r}")
+        object.__setattr__(self, "splits", tuple(self.splits))
         if self.chat_instruction is not None and not isinstance(self.chat_instruction, str):
             raise ValueError(f"chat_instruction: expected a string, got {self.chat_instruction!r}")
-        for name in ("name", "description", "prompt_template", "metric"):
+        for name in ("name", "description", "prompt_template"):
             if not isinstance(getattr(self, name), str):
                 raise ValueError(f"{name}: expected a string, got {getattr(self, name)!r}")
         if not self.name:

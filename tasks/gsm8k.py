@@ -67,6 +67,4 @@ TASK = Task(
     source=gsm8k_rows,
     splits=HUB_SOURCE.hub_splits,
     answer_format="hash",
-    default_rewards=("correctness", "format"),
-    metric="accuracy",
 )

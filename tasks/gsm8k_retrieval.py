@@ -24,7 +24,7 @@ from functools import cache
 from pathlib import Path
 
 from .gsm8k import DATA_DIR_ENV, gsm8k_rows
-from .retrieval import RetrievalData
+from .retrieval import RetrievalData, RetrievalTask
 from .sources import read_jsonl
 
 NUM_TRAIN_QUERIES = 1000
@@ -69,6 +69,13 @@ def load_gsm8k_retrieval(
         qrels={query_id: {query_id[2:]: 1} for query_id in queries},  # q-test-7 -> test-7
         rationales={f"q-test-{i}": plans[i] for i in indices},
     )
+
+
+TASK = RetrievalTask(
+    name="gsm8k_retrieval",
+    description="GSM8K test questions -> their own worked solution among all 8,792.",
+    loader=load_gsm8k_retrieval,
+)
 
 
 @cache

@@ -47,6 +47,4 @@ TASK = Task(
     splits=HUB_SOURCE.hub_splits,
     prompt_template=PROMPT_TEMPLATE,
     answer_format="boxed",
-    default_rewards=("correctness", "format"),
-    metric="accuracy",
 )

@@ -1,9 +1,15 @@
-r"""The task registry: built-in tasks by name, user tasks by name or by file.
+r"""The task registry: every task by name (text, image QA and retrieval alike, told apart
+by ``task.kind``), user tasks by name or by file.
 
->>> [task.name for task in list_tasks()][:3]
-['arith', 'gsm8k', 'math500']
+>>> [(task.name, task.kind) for task in list_tasks()][2:5]
+[('math500', 'text'), ('shapes_vqa', 'vqa'), ('image_qa', 'vqa')]
 >>> get_task("math500").answer_format
 'boxed'
+>>> get_task("shapes_vqa")
+Traceback (most recent call last):
+ValueError: task 'shapes_vqa' is a vqa task, where a text task is needed
+>>> get_task("gsm8k_retrieval", kind="retrieval").splits
+('train', 'test')
 
 Adding a task needs no change to the package: pass the path of a ``.py`` file that
 defines a module-level ``TASK`` (or calls :func:`register_task` once), or of a ``.yaml``
@@ -20,8 +26,6 @@ file describing a JSONL- or Hub-backed task (see ``configs/tasks/gsm8k_socratic.
     strip_calculator_marks: false     # drop GSM8K-style <<a=b>> marks from solutions
     prompt_template: "Question: {question}\nAnswer:"
     chat_instruction: "Put the final answer in \\boxed{}."   # for chat models; default by answer_format
-    default_rewards: [correctness, format]
-    metric: accuracy
 
 A loaded file's task is registered under its name, so later lookups by name find it.
 """
@@ -34,25 +38,40 @@ import os
 import sys
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
-from . import arith, gsm8k, math500
+from . import arith, gsm8k, gsm8k_retrieval, math500, retrieval, shapes_vqa, vqa
 from .base import Task
+from .retrieval import RetrievalTask
 from .sources import TableSource
+from .vqa import VQATask
 
-BUILTIN_TASKS = (arith.TASK, gsm8k.TASK, math500.TASK)
+AnyTask = Task | VQATask | RetrievalTask
+TaskKind = Literal["text", "vqa", "retrieval"]
+BUILTIN_TASKS: tuple[AnyTask, ...] = (
+    arith.TASK,
+    gsm8k.TASK,
+    math500.TASK,
+    shapes_vqa.TASK,
+    vqa.IMAGE_QA,
+    gsm8k_retrieval.TASK,
+    retrieval.BRIGHT,
+)
 TASK_FILE_SUFFIXES = (".py", ".yaml", ".yml")
 
-_TASKS: dict[str, Task] = {task.name: task for task in BUILTIN_TASKS}
-_REGISTERED: list[Task] = []  # every register_task call in order: which tasks a .py file added
+_TASKS: dict[str, AnyTask] = {task.name: task for task in BUILTIN_TASKS}
+_REGISTERED: list[AnyTask] = []  # every register_task call in order: which tasks a .py file added
 
 
-def register_task(task: Task) -> Task:
+def register_task(task: AnyTask) -> AnyTask:
     """Add ``task`` under its name (replacing an earlier user task of that name); returns it."""
-    if not isinstance(task, Task):
-        raise TypeError(f"register_task expects a latentrl.tasks.Task, got {type(task).__name__}")
+    if not isinstance(task, AnyTask):
+        raise TypeError(
+            "register_task expects a latentrl.tasks Task, VQATask or RetrievalTask, "
+            f"got {type(task).__name__}"
+        )
     builtin = next((t for t in BUILTIN_TASKS if t.name == task.name), None)
     if builtin is not None and builtin is not task:
         raise ValueError(f"{task.name!r} is a built-in task; give yours another name")
@@ -61,25 +80,33 @@ def register_task(task: Task) -> Task:
     return task
 
 
-def list_tasks() -> list[Task]:
+def list_tasks() -> list[AnyTask]:
     """Registered tasks: the built-ins first, then user tasks in registration order."""
     return list(_TASKS.values())
 
 
-def get_task(name_or_path: str | os.PathLike[str]) -> Task:
-    """The task registered under a name, or the task defined by a ``.py``/``.yaml`` file."""
+def get_task(name_or_path: str | os.PathLike[str], kind: TaskKind | None = "text") -> AnyTask:
+    """The task registered under a name, or the task defined by a ``.py``/``.yaml`` file.
+
+    ``kind`` is the kind the caller works with (``None``: any); a task of another kind is
+    refused with an error naming both.
+    """
     text = os.fspath(name_or_path)
     if text.endswith(TASK_FILE_SUFFIXES) or "/" in text or os.sep in text:
-        return load_task_file(text)
-    if text not in _TASKS:
+        task = load_task_file(text)
+    elif text in _TASKS:
+        task = _TASKS[text]
+    else:
         raise ValueError(
             f"unknown task {text!r}; known tasks: {', '.join(_TASKS)} "
             "(or pass the path of a .py or .yaml task file)"
         )
-    return _TASKS[text]
+    if kind is not None and task.kind != kind:
+        raise ValueError(f"task {task.name!r} is a {task.kind} task, where a {kind} task is needed")
+    return task
 
 
-def load_task_file(path: str | os.PathLike[str]) -> Task:
+def load_task_file(path: str | os.PathLike[str]) -> AnyTask:
     """Load a task from a ``.py`` or ``.yaml`` file and register it."""
     path = Path(path)
     if not path.is_file():
@@ -93,7 +120,7 @@ def load_task_file(path: str | os.PathLike[str]) -> Task:
     return register_task(task)
 
 
-def _load_python(path: Path) -> Task:
+def _load_python(path: Path) -> AnyTask:
     # One module name per file path, so that two task files named alike do not collide.
     digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]
     module_name = f"latentrl_task_file_{path.stem}_{digest}"
@@ -111,7 +138,7 @@ def _load_python(path: Path) -> Task:
     task = getattr(module, "TASK", None)
     if task is None and len(added) == 1:
         task = added[0]
-    if not isinstance(task, Task):
+    if not isinstance(task, AnyTask):
         raise ValueError(
             f"{path}: define a module-level TASK = latentrl.tasks.Task(...) or call "
             f"register_task exactly once (found TASK={task!r}, {len(added)} registered)"

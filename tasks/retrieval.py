@@ -28,7 +28,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from .sources import read_hub, read_jsonl
 
@@ -91,6 +91,8 @@ class RetrievalData:
 class RetrievalTask:
     """A named retrieval task: ``load(split, **options)`` -> :class:`RetrievalData`."""
 
+    kind: ClassVar[str] = "retrieval"
+
     name: str
     description: str
     loader: Callable[..., RetrievalData]
@@ -137,6 +139,14 @@ def load_bright(
     return RetrievalData(queries, corpus, qrels, rationales)
 
 
+BRIGHT = RetrievalTask(
+    name="bright",
+    description="BRIGHT-style reasoning-intensive retrieval (Hub or BEIR-layout files).",
+    loader=load_bright,
+    splits=("train", "dev", "test"),
+)
+
+
 def _load_beir_folder(folder: Path, split: str) -> RetrievalData:
     qrels = _read_qrels(folder / "qrels" / f"{split}.tsv")
     corpus = {}
@@ -181,38 +191,3 @@ def _read_qrels(path: Path) -> dict[str, dict[str, int]]:
             if int(fields[2]) > 0:  # BEIR lists judged-irrelevant pairs with score 0
                 qrels.setdefault(fields[0], {})[fields[1]] = int(fields[2])
     return qrels
-
-
-# ---- registry -------------------------------------------------------------------------------
-
-
-def _gsm8k_retrieval(split: str, **options: Any) -> RetrievalData:
-    from .gsm8k_retrieval import load_gsm8k_retrieval
-
-    return load_gsm8k_retrieval(split, **options)
-
-
-RETRIEVAL_TASKS: dict[str, RetrievalTask] = {
-    task.name: task
-    for task in (
-        RetrievalTask(
-            name="gsm8k_retrieval",
-            description="GSM8K test questions -> their own worked solution among all 8,792.",
-            loader=_gsm8k_retrieval,
-        ),
-        RetrievalTask(
-            name="bright",
-            description="BRIGHT-style reasoning-intensive retrieval (Hub or BEIR-layout files).",
-            loader=load_bright,
-            splits=("train", "dev", "test"),
-        ),
-    )
-}
-
-
-def get_retrieval_task(name: str) -> RetrievalTask:
-    if name not in RETRIEVAL_TASKS:
-        raise ValueError(
-            f"unknown retrieval task {name!r}; known retrieval tasks: {', '.join(RETRIEVAL_TASKS)}"
-        )
-    return RETRIEVAL_TASKS[name]

@@ -33,7 +33,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from .base import DEFAULT_PROMPT_TEMPLATE
 from .sources import read_hub, read_jsonl
@@ -54,6 +54,8 @@ def answers_match(prediction: str, gold: str) -> bool:
 @dataclass(frozen=True, kw_only=True)
 class VQATask:
     """A named image-QA task; ``source(split, **options)`` yields rows with an image."""
+
+    kind: ClassVar[str] = "vqa"
 
     name: str
     description: str
@@ -173,28 +175,9 @@ def _image_qa_source(split: str, **options: Any) -> Iterator[dict[str, Any]]:
     return source(split)
 
 
-def _registry() -> dict[str, VQATask]:
-    from . import shapes_vqa  # here, not at import: shapes_vqa imports this module
-
-    image_qa = VQATask(
-        name="image_qa",
-        description="any image-question-answer dataset: local JSONL or Hub, columns configurable",
-        source=_image_qa_source,
-        splits=("train", "validation", "test"),
-    )
-    return {task.name: task for task in (shapes_vqa.TASK, image_qa)}
-
-
-def list_vqa_tasks() -> list[VQATask]:
-    return list(_registry().values())
-
-
-def get_vqa_task(name: str) -> VQATask:
-    tasks = _registry()
-    if name not in tasks:
-        raise ValueError(f"unknown VQA task {name!r}; VQA tasks: {', '.join(tasks)}")
-    return tasks[name]
-
-
-def is_vqa_task(name: str) -> bool:
-    return name in _registry()
+IMAGE_QA = VQATask(
+    name="image_qa",
+    description="any image-question-answer dataset: local JSONL or Hub, columns configurable",
+    source=_image_qa_source,
+    splits=("train", "validation", "test"),
+)

@@ -19,12 +19,22 @@ def test_help_lists_the_commands():
         assert f"\n    {command} " in out
 
 
-def test_tasks_lists_builtin_tasks(capsys):
+def test_tasks_lists_every_builtin_task_with_its_kind(capsys):
     assert main(["tasks"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    names = [line.split()[0] for line in lines]
-    assert names == ["arith", "gsm8k", "math500", "shapes_vqa", "image_qa"]
-    assert "[rewards: correctness, format; metric: accuracy]" in lines[0]
+    assert [line.split()[:2] for line in lines] == [
+        ["arith", "text"],
+        ["gsm8k", "text"],
+        ["math500", "text"],
+        ["shapes_vqa", "vqa"],
+        ["image_qa", "vqa"],
+        ["gsm8k_retrieval", "retrieval"],
+        ["bright", "retrieval"],
+    ]
+    assert lines[5] == (
+        "gsm8k_retrieval  retrieval  "
+        "GSM8K test questions -> their own worked solution among all 8,792."
+    )
 
 
 @pytest.mark.parametrize(

@@ -34,7 +34,7 @@ from latentrl.eval.run import merge_adapter
 from latentrl.io import write_json
 from latentrl.models.retriever import ADAPTER_FOLDER, CONFIG_NAME, MODEL_FOLDER, LaSERRetriever
 from latentrl.rollout import RolloutEngine, SamplingParams, make_engine
-from latentrl.tasks.retrieval import RetrievalData, get_retrieval_task
+from latentrl.tasks import RetrievalData, get_task
 
 METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10")
 TOP_K = 100
@@ -257,7 +257,7 @@ def latency_with_engine(
 
 def run_retrieval_eval(cfg: RetrievalEvalConfig) -> dict[str, Any]:
     """``latentrl eval --task RETRIEVAL_TASK --retriever PATH``: print and save the numbers."""
-    task = get_retrieval_task(cfg.task.name)
+    task = get_task(cfg.task.name, kind="retrieval")
     data = task.load(cfg.split, **cfg.task.options).limit(cfg.limit)
     retriever = LaSERRetriever.from_pretrained(cfg.retriever)
     metrics = evaluate_retriever(RetrieverModel(retriever, cfg.encode_batch_size), data)

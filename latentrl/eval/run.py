@@ -17,6 +17,7 @@ from latentrl.io import write_json, write_jsonl
 from latentrl.models.named import resolve_model
 from latentrl.prompts import configured_task, use_chat_template, with_prompts
 from latentrl.rollout import SamplingParams, make_engine
+from latentrl.tasks import get_task
 
 
 def merge_adapter(model: str, adapter: str, folder: Path) -> Path:
@@ -31,9 +32,7 @@ def merge_adapter(model: str, adapter: str, folder: Path) -> Path:
 
 
 def run_eval(cfg: EvalConfig) -> dict:
-    from latentrl.tasks.vqa import is_vqa_task
-
-    if is_vqa_task(cfg.task.name):
+    if get_task(cfg.task.name, kind=None).kind == "vqa":
         from latentrl.eval.vqa import run_vqa_eval
 
         return run_vqa_eval(cfg)

@@ -218,12 +218,12 @@ def run_vqa_eval(cfg) -> dict:
     from latentrl.models.qformer import CoCoVaPlugin
     from latentrl.models.vision import VisionEncoder
     from latentrl.rollout import make_engine
-    from latentrl.tasks.vqa import get_vqa_task
+    from latentrl.tasks import get_task
 
     if not cfg.plugin:
         raise ValueError("eval on a VQA task needs --plugin (a CoCoVa plugin folder)")
     plugin = CoCoVaPlugin.from_pretrained(cfg.plugin)
-    task = get_vqa_task(cfg.task.name)
+    task = get_task(cfg.task.name, kind="vqa")
     options = dict(cfg.task.options)
     rows = task.load(cfg.split, limit=cfg.limit, **options)
     majority = majority_answers(task.load("train", limit=2000, **options))

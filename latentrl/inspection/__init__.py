@@ -81,13 +81,15 @@ def inspect_cocova(cfg: InspectConfig, task_cfg: TaskConfig) -> View:
     from latentrl.models.qformer import CoCoVaPlugin
     from latentrl.models.vision import VisionEncoder
     from latentrl.rollout import make_engine
-    from latentrl.tasks.vqa import get_vqa_task
+    from latentrl.tasks import get_task
 
     plugin = CoCoVaPlugin.from_pretrained(cfg.plugin)
     lm_path = resolve_model(cfg.model or plugin.config.language_model)
     tokenizer = AutoTokenizer.from_pretrained(lm_path)
     lm = AutoModelForCausalLM.from_pretrained(lm_path).eval()
-    rows = list(get_vqa_task(task_cfg.name).load(cfg.split, limit=cfg.limit, **task_cfg.options))
+    rows = list(
+        get_task(task_cfg.name, kind="vqa").load(cfg.split, limit=cfg.limit, **task_cfg.options)
+    )
     visual, _ = VisionEncoder.from_pretrained(plugin.config.vision_encoder).encode_all(
         [row["image"] for row in rows]
     )
@@ -106,10 +108,14 @@ def inspect_cocova(cfg: InspectConfig, task_cfg: TaskConfig) -> View:
 def inspect_retriever(cfg: InspectConfig, task_cfg: TaskConfig) -> View:
     from latentrl.inspection import laser
     from latentrl.models.retriever import LaSERRetriever
-    from latentrl.tasks.retrieval import get_retrieval_task
+    from latentrl.tasks import get_task
 
     retriever = LaSERRetriever.from_pretrained(cfg.retriever)
-    data = get_retrieval_task(task_cfg.name).load(cfg.split, **task_cfg.options).limit(cfg.limit)
+    data = (
+        get_task(task_cfg.name, kind="retrieval")
+        .load(cfg.split, **task_cfg.options)
+        .limit(cfg.limit)
+    )
     ids = list(data.queries)
     report = laser.inspect_retriever(
         retriever, [data.queries[q] for q in ids], [data.rationales.get(q) for q in ids],

@@ -144,14 +144,16 @@ def pretrained_tiny_vit(
 ) -> Path:
     """Folder of a tiny ViT pre-trained to name each patch's shape, colour, row and column
     (cached)."""
+    from latentrl.tasks import get_task
     from latentrl.tasks.shapes_vqa import COLOURS, SHAPES
-    from latentrl.tasks.vqa import get_vqa_task
 
     cfg = cfg or TinyViTConfig()
     task_options = dict(task_options or {})
 
     def build(staging: Path) -> dict:
-        rows = get_vqa_task("shapes_vqa").load("train", limit=cfg.pretrain_examples, **task_options)
+        rows = get_task("shapes_vqa", kind="vqa").load(
+            "train", limit=cfg.pretrain_examples, **task_options
+        )
         torch.manual_seed(cfg.seed)
         config = ViTConfig(
             image_size=cfg.image_size,
@@ -215,7 +217,7 @@ def pretrained_tiny_vit(
         {
             "vit": asdict(cfg),
             "task_options": task_options,
-            "task_version": get_vqa_task("shapes_vqa").version,
+            "task_version": get_task("shapes_vqa", kind="vqa").version,
             "targets": PATCH_TARGETS,
         },
         build,
@@ -241,14 +243,14 @@ def pretrained_vqa_language_model(
     examples holds the row's worked ``thought`` in the slot (``shapes_vqa`` rows have one),
     so the LM learns to read the slot, as DLR's thought-literate main model does; what the
     image shows still reaches it only through the slot."""
-    from latentrl.tasks.vqa import get_vqa_task
+    from latentrl.tasks import get_task
 
     task_options = dict(task_options or {})
     model_cfg = model_cfg or TinyModelConfig()
     pretrain_cfg = pretrain_cfg or PretrainConfig()
 
     def build(staging: Path) -> dict:
-        rows = get_vqa_task(task_name).load(
+        rows = get_task(task_name, kind="vqa").load(
             "train", limit=pretrain_cfg.num_examples, **task_options
         )
         generator = torch.Generator().manual_seed(pretrain_cfg.seed)
@@ -272,7 +274,7 @@ def pretrained_vqa_language_model(
     settings = {
         "task": task_name,
         "task_options": task_options,
-        "task_version": get_vqa_task(task_name).version,
+        "task_version": get_task(task_name, kind="vqa").version,
         "model": asdict(model_cfg),
         "pretrain": asdict(pretrain_cfg),
         "thought_rate": thought_rate,

@@ -85,7 +85,7 @@ from latentrl.models.vision import (
     pretrained_vqa_language_model,
 )
 from latentrl.rollout import make_engine
-from latentrl.tasks.vqa import get_vqa_task
+from latentrl.tasks import get_task
 from latentrl.trainers.common import (
     MetricsLog,
     Objective,
@@ -242,7 +242,7 @@ class CoCoVaTrainer:
         self.data_generator = torch.Generator().manual_seed(cfg.seed + 1)
         self.noise_generator = torch.Generator().manual_seed(cfg.seed + 2)
 
-        task = get_vqa_task(cfg.task.name)
+        task = get_task(cfg.task.name, kind="vqa")
         self.task = task
         self.train_rows = task.load("train", limit=cfg.train_examples, **cfg.task.options)
         self.eval_rows = task.load("test", limit=cfg.eval_problems, **cfg.task.options)

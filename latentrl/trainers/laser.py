@@ -59,7 +59,7 @@ from latentrl.models.named import resolve_model
 from latentrl.models.retriever import LaSERRetriever
 from latentrl.models.tiny import default_cache_dir, pretrained_tiny_model
 from latentrl.rollout import make_engine
-from latentrl.tasks.retrieval import RetrievalData, get_retrieval_task
+from latentrl.tasks import RetrievalData, get_task
 from latentrl.tasks.sources import read_jsonl
 from latentrl.trainers.common import (
     MetricsLog,
@@ -256,7 +256,7 @@ class LaSERTrainer:
             self.accelerator.init_trackers("latentrl-laser", config=asdict(cfg))
 
     def _load_data(self, task_cfg: TaskConfig) -> tuple[RetrievalData, RetrievalData]:
-        task = get_retrieval_task(task_cfg.name)
+        task = get_task(task_cfg.name, kind="retrieval")
         train = task.load("train", **task_cfg.options)
         held_out = task.load("test", **task_cfg.options)
         shared = set(train.queries) & set(held_out.queries)

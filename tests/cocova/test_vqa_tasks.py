@@ -12,8 +12,9 @@ import torch
 from PIL import Image
 
 from latentrl.eval.vqa import encode_rows, majority_answers, majority_table
+from latentrl.tasks import get_task
 from latentrl.tasks.shapes_vqa import COLOURS, SHAPES
-from latentrl.tasks.vqa import answers_match, get_vqa_task, normalize_answer
+from latentrl.tasks.vqa import answers_match, normalize_answer
 
 
 def _pixels(image):
@@ -21,7 +22,7 @@ def _pixels(image):
 
 
 def test_shapes_vqa_is_deterministic_by_seed_and_balanced_by_level():
-    task = get_vqa_task("shapes_vqa")
+    task = get_task("shapes_vqa", kind="vqa")
     first = task.load("train", limit=30, seed=3)
     again = task.load("train", limit=30, seed=3)
     other = task.load("train", limit=30, seed=4)
@@ -50,7 +51,7 @@ def _scene(row):
 def test_shapes_vqa_answers_agree_with_the_scene():
     """Re-derive every answer from the scene's cells, independently of the generator."""
     checked = 0
-    for row in get_vqa_task("shapes_vqa").load("test", limit=300):
+    for row in get_task("shapes_vqa", kind="vqa").load("test", limit=300):
         scene, q, answer = _scene(row), row["question"], row["answer"]
         assert 2 <= len(scene) <= 5
         words = q.rstrip("?").split()
@@ -82,17 +83,17 @@ def test_shapes_vqa_answers_agree_with_the_scene():
 
 def test_shapes_vqa_relation_answers_are_balanced():
     """No level-3 answer dominates, so the majority answer cannot pass for reasoning."""
-    rows = get_vqa_task("shapes_vqa").load("test", limit=400, levels=[3])
+    rows = get_task("shapes_vqa", kind="vqa").load("test", limit=400, levels=[3])
     counts = Counter(r["answer"] for r in rows)
     assert set(counts) == {"0", "1", "2", "3"}
     assert max(counts.values()) / len(rows) < 0.32, counts
     # Small scenes cap the count a relation can reach, and every row still gets generated.
-    few = get_vqa_task("shapes_vqa").load("test", limit=40, levels=[3], max_shapes=2)
+    few = get_task("shapes_vqa", kind="vqa").load("test", limit=40, levels=[3], max_shapes=2)
     assert {r["answer"] for r in few} == {"0", "1"}
 
 
 def test_scenes_draw_each_shape_in_its_cell():
-    row = get_vqa_task("shapes_vqa").load("test", limit=1)[0]
+    row = get_task("shapes_vqa", kind="vqa").load("test", limit=1)[0]
     image = row["image"]
     for cell, shape in enumerate(row["patch_shapes"]):
         top, left = (cell // 4) * 8, (cell % 4) * 8
@@ -105,9 +106,9 @@ def test_scenes_draw_each_shape_in_its_cell():
 
 def test_shapes_vqa_rejects_unknown_levels():
     with pytest.raises(ValueError, match="levels must be a non-empty list of 1, 2, 3"):
-        get_vqa_task("shapes_vqa").load("train", limit=1, levels=[4])
+        get_task("shapes_vqa", kind="vqa").load("train", limit=1, levels=[4])
     with pytest.raises(ValueError, match="task 'shapes_vqa': bad load options: .*'colours'"):
-        get_vqa_task("shapes_vqa").load("train", limit=1, colours=3)
+        get_task("shapes_vqa", kind="vqa").load("train", limit=1, colours=3)
 
 
 def test_answers_match_after_normalisation():
@@ -135,7 +136,7 @@ def test_image_qa_loads_local_files_with_configured_columns(tmp_path):
         "data_files": {"test": str(tmp_path / "test.jsonl")}, "image_column": "img",
         "question_column": "q", "answer_column": "a", "choices_column": "choices",
     }  # fmt: skip
-    rows = get_vqa_task("image_qa").load("test", **options)
+    rows = get_task("image_qa", kind="vqa").load("test", **options)
     assert [r["answer"] for r in rows] == ["red", "yes"]
     assert rows[0]["question"] == "What colour? Options: red, blue."
     assert rows[0]["prompt"] == "Question: What colour? Options: red, blue.\nAnswer:"
@@ -161,14 +162,16 @@ def test_image_qa_errors_name_the_row_and_column(tmp_path, record, message):
     (tmp_path / "bad.png").write_bytes(b"not a png")
     _write_jsonl(tmp_path / "test.jsonl", [record])
     with pytest.raises(ValueError, match=message):
-        get_vqa_task("image_qa").load("test", data_files={"test": str(tmp_path / "test.jsonl")})
+        get_task("image_qa", kind="vqa").load(
+            "test", data_files={"test": str(tmp_path / "test.jsonl")}
+        )
 
 
 def test_a_question_longer_than_the_context_is_an_error_naming_the_row(tiny_vqa_models):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_vqa_models["language_model"])
-    rows = get_vqa_task("shapes_vqa").load("test", limit=2)
+    rows = get_task("shapes_vqa", kind="vqa").load("test", limit=2)
     rows[1] = rows[1] | {"prompt": "Question: " + "how many " * 80 + "?\nAnswer:"}
     assert len(encode_rows(tokenizer, rows[:1], "Answer:", 8, 128)) == 1
     with pytest.raises(
@@ -195,11 +198,3 @@ def test_majority_baseline_per_level():
         "majority_accuracy_level_1": 0.5,
         "majority_accuracy_level_2": 1.0,
     }
-
-
-def test_latentrl_tasks_lists_the_image_tasks(capsys):
-    from latentrl.cli import main
-
-    assert main(["tasks"]) == 0
-    listing = capsys.readouterr().out
-    assert "shapes_vqa" in listing and "image_qa" in listing and "image QA" in listing

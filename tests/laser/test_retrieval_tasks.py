@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from latentrl.tasks.retrieval import RetrievalData, get_retrieval_task
+from latentrl.tasks import RetrievalData, get_task
 from tests.conftest import shared_data_dir
 
 GSM8K = shared_data_dir() / "gsm8k"
@@ -14,7 +14,7 @@ GSM8K = shared_data_dir() / "gsm8k"
 
 @pytest.mark.skipif(not GSM8K.is_dir(), reason="needs ../shared/data/gsm8k")
 def test_gsm8k_retrieval_splits_and_corpus():
-    task = get_retrieval_task("gsm8k_retrieval")
+    task = get_task("gsm8k_retrieval", kind="retrieval")
     train, test = (task.load(split, data_dir=GSM8K) for split in ("train", "test"))
     assert (len(train.queries), len(test.queries)) == (1000, 319)
     assert not set(train.queries) & set(test.queries)
@@ -36,7 +36,7 @@ def test_gsm8k_retrieval_splits_and_corpus():
 
 @pytest.mark.skipif(not GSM8K.is_dir(), reason="needs ../shared/data/gsm8k")
 def test_gsm8k_retrieval_corpus_keeps_the_first_train_solutions():
-    task = get_retrieval_task("gsm8k_retrieval")
+    task = get_task("gsm8k_retrieval", kind="retrieval")
     train, test = (task.load(s, data_dir=GSM8K, train_solutions=2) for s in ("train", "test"))
     assert train.corpus is test.corpus
     assert sorted(d for d in train.corpus if d.startswith("train-")) == ["train-0", "train-1"]
@@ -51,11 +51,11 @@ def test_gsm8k_retrieval_corpus_keeps_the_first_train_solutions():
 def test_gsm8k_retrieval_needs_a_data_dir(monkeypatch):
     monkeypatch.delenv("LATENTRL_GSM8K_DIR", raising=False)
     with pytest.raises(ValueError, match="gsm8k_retrieval: data_dir: needs the local GSM8K folder"):
-        get_retrieval_task("gsm8k_retrieval").load("test")
+        get_task("gsm8k_retrieval", kind="retrieval").load("test")
 
 
 def test_beir_folder_loads_queries_corpus_qrels_and_reasoning(animals_dir):
-    data = get_retrieval_task("bright").load("test", data_dir=animals_dir)
+    data = get_task("bright", kind="retrieval").load("test", data_dir=animals_dir)
     assert list(data.queries) == [f"q{i}" for i in range(28, 36)]
     assert len(data.corpus) == 36
     assert data.qrels["q28"] == {"d28": 1}
@@ -74,22 +74,22 @@ def test_beir_folder_loads_queries_corpus_qrels_and_reasoning(animals_dir):
 
 def test_bad_retrieval_data_is_named(animals_dir, tmp_path):
     with pytest.raises(ValueError, match="unknown split 'dev2'"):
-        get_retrieval_task("bright").load("dev2", data_dir=animals_dir)
+        get_task("bright", kind="retrieval").load("dev2", data_dir=animals_dir)
     with pytest.raises(
         ValueError,
-        match="unknown retrieval task 'nope'; known retrieval tasks: gsm8k_retrieval, bright",
+        match="task 'gsm8k' is a text task, where a retrieval task is needed",
     ):
-        get_retrieval_task("nope")
+        get_task("gsm8k", kind="retrieval")
     with pytest.raises(
         ValueError, match=re.escape(f"qrels file not found: {tmp_path}/qrels/test.tsv")
     ):
-        get_retrieval_task("bright").load("test", data_dir=tmp_path)
+        get_task("bright", kind="retrieval").load("test", data_dir=tmp_path)
     (tmp_path / "qrels").mkdir()
     (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\tyes\n")
     with pytest.raises(
         ValueError, match="test.tsv line 2: expected query-id, corpus-id, integer score"
     ):
-        get_retrieval_task("bright").load("test", data_dir=tmp_path)
+        get_task("bright", kind="retrieval").load("test", data_dir=tmp_path)
     with pytest.raises(ValueError, match="qrels: query 'q1' has no relevant document"):
         RetrievalData(queries={"q1": "?"}, corpus={"d1": "x"}, qrels={"q1": {}})
     with pytest.raises(ValueError, match="relevance must be > 0, got 0"):

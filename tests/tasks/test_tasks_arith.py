@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import operator
 import re
-import time
 
 import pytest
 
@@ -39,20 +38,12 @@ def check_row(row: dict[str, str], steps: int, max_value: int) -> str:
 def test_registered_with_its_defaults() -> None:
     task = get_task("arith")
     assert task is TASK
-    assert (task.splits, task.answer_format, task.metric) == (("train", "test"), "hash", "accuracy")
-    assert set(task.default_rewards) <= {"correctness", "format", "dual"}
+    assert (task.kind, task.splits, task.answer_format) == ("text", ("train", "test"), "hash")
 
 
 def test_default_sizes() -> None:
     assert len(TASK.load("test")) == 1000
     assert sum(1 for _ in generate("train")) == 20_000
-
-
-def test_generation_is_fast() -> None:
-    begin = time.perf_counter()
-    rows = list(generate("train", num_examples=20_000))
-    assert len(rows) == 20_000
-    assert time.perf_counter() - begin < 2.0  # about 0.3 s on one core; generous for CI
 
 
 def test_same_seed_same_rows_other_seed_other_rows() -> None:

@@ -93,7 +93,7 @@ def test_prompt_template_keeps_other_braces_literal() -> None:
         ({"name": ""}, "name: must not be empty"),
         ({"prompt_template": "no placeholder"}, "prompt_template: must contain"),
         ({"answer_format": "latex"}, "answer_format: expected one of"),
-        ({"default_rewards": "correctness"}, "default_rewards: expected a list"),
+        ({"splits": "test"}, "splits: expected a list of names"),
         ({"source": "rows.jsonl"}, "source: expected a callable"),
     ],
 )
@@ -103,8 +103,8 @@ def test_task_validates_its_fields(fields: dict[str, object], message: str) -> N
 
 
 def test_task_stores_lists_as_tuples() -> None:
-    task = Task(name="t", source=two_rows, default_rewards=["dual"], splits=["a"])
-    assert task.default_rewards == ("dual",) and task.splits == ("a",)
+    task = Task(name="t", source=two_rows, splits=["a"])
+    assert task.splits == ("a",) and task.kind == "text"
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from typing import Any
 import datasets
 import pytest
 
-from latentrl.tasks import Task, get_task, list_tasks, register_task
+from latentrl.tasks import get_task, list_tasks, register_task
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,22 +49,36 @@ question_column: q
 answer_column: a
 answer_format: boxed
 prompt_template: "Country question: {question}\\nCity:"
-default_rewards: [correctness]
-metric: exact_match
 """
 
 
-def test_builtin_names() -> None:
-    assert [task.name for task in list_tasks()] == ["arith", "gsm8k", "math500"]
-    assert all(isinstance(task, Task) and task.description for task in list_tasks())
-    assert len({*list_tasks()}) == 3  # hashable, e.g. as cache keys
+def test_builtin_names_and_kinds() -> None:
+    assert [(task.name, task.kind) for task in list_tasks()] == [
+        ("arith", "text"),
+        ("gsm8k", "text"),
+        ("math500", "text"),
+        ("shapes_vqa", "vqa"),
+        ("image_qa", "vqa"),
+        ("gsm8k_retrieval", "retrieval"),
+        ("bright", "retrieval"),
+    ]
+    assert all(task.description for task in list_tasks())
+    assert len({*list_tasks()}) == 7  # hashable, e.g. as cache keys
+
+
+def test_a_task_of_another_kind_is_refused_naming_both() -> None:
+    assert get_task("shapes_vqa", kind="vqa").name == "shapes_vqa"
+    assert get_task("bright", kind=None).kind == "retrieval"
+    with pytest.raises(ValueError, match="^task 'bright' is a retrieval task, where a text task"):
+        get_task("bright")  # text is the default: the DLR and GRPO recipes' kind
 
 
 def test_unknown_name_lists_the_known_ones() -> None:
     with pytest.raises(ValueError) as error:
         get_task("gsm9k")
     assert str(error.value) == (
-        "unknown task 'gsm9k'; known tasks: arith, gsm8k, math500 "
+        "unknown task 'gsm9k'; known tasks: arith, gsm8k, math500, shapes_vqa, image_qa, "
+        "gsm8k_retrieval, bright "
         "(or pass the path of a .py or .yaml task file)"
     )
 
@@ -102,12 +116,8 @@ def test_yaml_file_with_local_jsonl(tmp_path: Path) -> None:
     (tmp_path / "data").mkdir()
     write_capitals(tmp_path / "data")
     task = get_task(str(write(tmp_path / "capitals.yaml", YAML_TASK)))
-    assert (task.name, task.splits, task.default_rewards) == (
-        "capitals",
-        ("train", "test"),
-        ("correctness",),
-    )
-    assert (task.metric, task.answer_format) == ("exact_match", "boxed")
+    assert (task.name, task.kind, task.splits) == ("capitals", "text", ("train", "test"))
+    assert task.answer_format == "boxed"
     assert get_task("capitals") is task
     ds = task.load("test")
     assert ds.column_names == ["question", "prompt", "solution", "answer", "region"]
@@ -153,7 +163,7 @@ def test_yaml_file_with_a_hub_dataset(tmp_path: Path, monkeypatch: pytest.Monkey
         (YAML_TASK + "splits: [train]\n", "splits: only with hub_id"),
         (YAML_TASK.replace("{question}", "{q}"), "prompt_template: must contain"),
         (YAML_TASK.replace("boxed", "latex"), "answer_format: expected one of"),
-        (YAML_TASK.replace("[correctness]", "correctness"), "default_rewards: expected a list"),
+        (YAML_TASK + "metric: accuracy\n", "unknown key\\(s\\) metric; known keys: "),
         (YAML_TASK.replace("answer_column: a", "answer_column: null"), "give answer_column"),
         ("- just\n- a list\n", "expected a mapping of task fields"),
         ("name: [unclosed\n", "invalid YAML"),
@@ -189,7 +199,7 @@ def test_builtin_names_are_protected(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="'gsm8k' is a built-in task"):
         get_task(str(write(tmp_path / "mine.yaml", YAML_TASK.replace("capitals", "gsm8k"))))
     register_task(get_task("gsm8k"))  # re-registering the built-in itself is harmless
-    with pytest.raises(TypeError, match="expects a latentrl.tasks.Task"):
+    with pytest.raises(TypeError, match="expects a latentrl.tasks Task, VQATask or Retrieval"):
         register_task("arith")  # type: ignore[arg-type]
 
 
