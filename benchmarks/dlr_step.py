@@ -16,7 +16,7 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 
 from latentrl.config import DemoConfig, DLRConfig, load_config
-from latentrl.models.tiny import pretrained_tiny_model
+from latentrl.pretrained import pretrained_tiny_model
 from latentrl.trainers.common import read_metrics
 from latentrl.trainers.dlr import DLRTrainer
 

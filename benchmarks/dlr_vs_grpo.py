@@ -168,7 +168,7 @@ class TimeBudget(TrainerCallback):
 
 
 def run_grpo(args, main_model: str, out: Path) -> dict:
-    from latentrl.eval.run import merge_adapter
+    from latentrl.models.loading import merge_adapter
     from latentrl.trainers.grpo import build_trainer
 
     max_tokens = load_config(DLRConfig, args.dlr_config).decode_max_tokens
@@ -258,7 +258,8 @@ def converged_main_model(args) -> str:
     """Pre-train (cached) the tiny main model; measure a further epoch's effect on accuracy."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from latentrl.models.tiny import pretrain, pretrained_tiny_model, pretraining_examples
+    from latentrl.models.tiny import pretrain, pretraining_examples
+    from latentrl.pretrained import pretrained_tiny_model
     from latentrl.tasks import get_task
 
     dlr = load_config(DLRConfig, args.dlr_config)

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from latentrl.config import LaSERConfig, load_config
-from latentrl.eval.retrieval import RetrieverModel, per_query_metrics, rank_corpus
+from latentrl.data.retrieval import RetrieverModel, per_query_metrics, rank_corpus
 from latentrl.io import config_identity, finished_run, write_json
 from latentrl.trainers.laser import LaSERTrainer
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from latentrl.config import DemoConfig, RolloutConfig, load_config
-from latentrl.models.tiny import pretrained_tiny_model
+from latentrl.pretrained import pretrained_tiny_model
 from latentrl.rollout import SamplingParams, make_engine
 from latentrl.tasks import get_task
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 
 from latentrl.config import DemoConfig, load_config
-from latentrl.models.tiny import pretrained_tiny_model
+from latentrl.pretrained import pretrained_tiny_model
 from latentrl.trainers.common import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]

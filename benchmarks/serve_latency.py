@@ -35,7 +35,7 @@ import httpx
 import requests
 
 from latentrl.config import DemoConfig, load_config
-from latentrl.models.tiny import pretrained_tiny_model
+from latentrl.pretrained import pretrained_tiny_model
 from latentrl.tasks import get_task
 from latentrl.trainers import dlr
 

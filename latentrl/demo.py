@@ -22,7 +22,7 @@ from pathlib import Path
 from latentrl.config import DemoConfig, DLRConfig, InspectConfig, load_config, save_config
 from latentrl.inspection import run_inspect
 from latentrl.io import write_json
-from latentrl.models.tiny import pretrained_tiny_model
+from latentrl.pretrained import pretrained_tiny_model
 from latentrl.rollout import make_engine
 from latentrl.seeds import mean_and_range
 from latentrl.trainers import dlr

@@ -1,5 +1,5 @@
-"""Atomic writes (a crash mid-write never leaves a half-written file or folder behind) and
-the finished-run records that benchmarks reuse."""
+"""Atomic writes (a crash mid-write never leaves a half-written file or folder behind), the
+cache folder, and the finished-run records that benchmarks reuse."""
 
 from __future__ import annotations
 
@@ -61,6 +61,12 @@ def atomic_folder(folder: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def default_cache_dir() -> Path:
+    """``$LATENTRL_CACHE`` or ``~/.cache/latentrl``: built models, prepared named models and
+    generated rationales."""
+    return Path(os.environ.get("LATENTRL_CACHE", Path.home() / ".cache" / "latentrl"))
 
 
 def config_identity(path: str | Path) -> str:

@@ -44,7 +44,7 @@ def shared_data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir() -> Path:
-    from latentrl.models.tiny import pretrained_tiny_model
+    from latentrl.pretrained import pretrained_tiny_model
 
     return pretrained_tiny_model(
         "arith", TEST_TASK_OPTIONS, TEST_MODEL, TEST_PRETRAIN, progress=False

@@ -13,28 +13,17 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from latentrl.config import EvalConfig
 from latentrl.eval.math import evaluate_math
+from latentrl.eval.vqa import run_vqa_eval
 from latentrl.io import write_json, write_jsonl
+from latentrl.models.loading import merge_adapter
 from latentrl.models.named import resolve_model
 from latentrl.prompts import configured_task, use_chat_template, with_prompts
 from latentrl.rollout import SamplingParams, make_engine
 from latentrl.tasks import get_task
 
 
-def merge_adapter(model: str, adapter: str, folder: Path) -> Path:
-    """Save ``model`` with the PEFT adapter merged in, so any engine can decode it."""
-    from peft import PeftModel
-
-    model = resolve_model(model)
-    merged = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model), adapter)
-    merged.merge_and_unload().save_pretrained(folder)
-    AutoTokenizer.from_pretrained(model).save_pretrained(folder)
-    return folder
-
-
 def run_eval(cfg: EvalConfig) -> dict:
     if get_task(cfg.task.name, kind=None).kind == "vqa":
-        from latentrl.eval.vqa import run_vqa_eval
-
         return run_vqa_eval(cfg)
     task = configured_task(cfg.task)
     model_path = resolve_model(cfg.model)

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from latentrl.eval.vqa import encode_rows, evaluate_vqa, question_embeds
+from latentrl.data.vqa import encode_rows, evaluate_vqa, question_embeds
 from latentrl.inspection.readings import shorten
 from latentrl.models.qformer import CoCoVaPlugin
 from latentrl.rollout import RolloutEngine

@@ -1,4 +1,5 @@
-"""Load only what a trainer needs of a model it never runs itself."""
+"""Loading models for trainers and engines: only the input embeddings of a model a trainer
+never runs itself, or a model with its LoRA adapter merged in, which any engine decodes."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import cached_file
 
 from latentrl.models.named import resolve_model
@@ -44,3 +45,14 @@ def load_input_embeddings(model: str | Path) -> nn.Embedding:
             raise ValueError(f"{model}: {Path(shard).name} has no tensor {name!r}")
         weight = weights.get_tensor(name)
     return nn.Embedding.from_pretrained(weight, freeze=True)
+
+
+def merge_adapter(model: str, adapter: str, folder: Path) -> Path:
+    """Save ``model`` with the PEFT adapter merged in, so any engine can decode it."""
+    from peft import PeftModel
+
+    model = resolve_model(model)
+    merged = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model), adapter)
+    merged.merge_and_unload().save_pretrained(folder)
+    AutoTokenizer.from_pretrained(model).save_pretrained(folder)
+    return folder

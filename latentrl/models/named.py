@@ -28,7 +28,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from latentrl.io import atomic_folder
+from latentrl.io import atomic_folder, default_cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -75,8 +75,6 @@ class UnknownModelError(ValueError):
 
 def models_dir(cache_dir: str | Path | None = None) -> Path:
     """``$LATENTRL_CACHE/models`` (``~/.cache/latentrl/models`` by default)."""
-    from latentrl.models.tiny import default_cache_dir
-
     return Path(cache_dir or default_cache_dir()) / "models"
 
 

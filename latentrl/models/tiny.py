@@ -5,24 +5,15 @@ built from a config. They are ordinary Hugging Face folders (safetensors, config
 tokenizer.json) that ``transformers.AutoModelForCausalLM`` and vLLM both load, so the
 same code path serves a user's real Qwen/Llama checkpoint.
 
-``pretrained_tiny_model`` builds one, makes it competent on a task with a short supervised
-run, and caches the folder keyed by every setting that shaped it:
-
->>> path = pretrained_tiny_model("arith")  # doctest: +SKIP
->>> AutoModelForCausalLM.from_pretrained(path)  # doctest: +SKIP
+Here are the parts (tokenizer, model, supervised pre-training); ``latentrl.pretrained``
+puts them together on a task's data and caches the folder.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
-import os
-import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict
-from pathlib import Path
 
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
@@ -34,7 +25,6 @@ from transformers import (
 )
 
 from latentrl.config import PretrainConfig, TinyModelConfig
-from latentrl.io import atomic_folder
 from latentrl.models.tokens import (
     EOS_TOKEN,
     LATENT_END_TOKEN,
@@ -45,15 +35,6 @@ from latentrl.models.tokens import (
 )
 
 logger = logging.getLogger(__name__)
-
-# Bump when the way tiny models are built or trained changes, so caches are rebuilt.
-TINY_FORMAT_VERSION = 1
-
-
-def default_cache_dir() -> Path:
-    """``$LATENTRL_CACHE`` or ``~/.cache/latentrl``."""
-    return Path(os.environ.get("LATENTRL_CACHE", Path.home() / ".cache" / "latentrl"))
-
 
 # The pre-tokenizer regex of Qwen2's tokenizer (digits split one by one).
 QWEN2_PRETOKENIZE_REGEX = (
@@ -147,60 +128,6 @@ def pretrain(
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
     model.eval()
     return losses
-
-
-def pretrained_tiny_model(
-    task_name: str = "arith",
-    task_options: dict | None = None,
-    model_cfg: TinyModelConfig | None = None,
-    pretrain_cfg: PretrainConfig | None = None,
-    cache_dir: str | Path | None = None,
-    progress: bool = True,
-) -> Path:
-    """Folder of a tiny model pre-trained on a task's train split; built once, then cached.
-
-    The cache key covers the task, its options and both configs; the folder appears
-    atomically (built in a temporary folder, then renamed), so an interrupted build
-    never leaves a half-written model behind.
-    """
-    from latentrl.tasks import get_task
-
-    task_options = dict(task_options or {})
-    model_cfg = model_cfg or TinyModelConfig()
-    pretrain_cfg = pretrain_cfg or PretrainConfig()
-    settings = {
-        "format_version": TINY_FORMAT_VERSION,
-        "task": task_name,
-        "task_options": task_options,
-        "model": asdict(model_cfg),
-        "pretrain": asdict(pretrain_cfg),
-    }
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-    folder = Path(cache_dir or default_cache_dir()) / "tiny" / f"{Path(task_name).stem}-{key}"
-    if (folder / "latentrl_tiny.json").is_file():
-        return folder
-
-    task = get_task(task_name)
-    rows = task.load("train", limit=pretrain_cfg.num_examples, **task_options)
-    examples = pretraining_examples(task, rows, pretrain_cfg)
-    started = time.perf_counter()
-    tokenizer = train_tokenizer((p + t for p, t in examples), model_cfg.vocab_size)
-    model = build_tiny_model(tokenizer, model_cfg)
-    losses = pretrain(model, tokenizer, examples, pretrain_cfg, progress=progress)
-    record = {
-        **settings,
-        "final_loss": sum(losses[-20:]) / len(losses[-20:]),
-        "seconds": round(time.perf_counter() - started, 1),
-    }
-
-    with atomic_folder(folder) as staging:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        (staging / "latentrl_tiny.json").write_text(json.dumps(record, indent=2))
-    logger.info(
-        "tiny model for %s cached at %s (loss %.3f)", task_name, folder, record["final_loss"]
-    )
-    return folder
 
 
 def pretraining_examples(task, rows, cfg: PretrainConfig) -> list[tuple[str, str]]:

@@ -61,7 +61,7 @@ from latentrl.config import (
     require_positive,
     save_config,
 )
-from latentrl.eval.vqa import (
+from latentrl.data.vqa import (
     EncodedRow,
     accuracy_table,
     encode_rows,
@@ -78,12 +78,8 @@ from latentrl.losses.cocova import NoiseSchedule, diffusion_loss, diffusion_nois
 from latentrl.models.latent_plugin import embedding_rms
 from latentrl.models.named import resolve_model
 from latentrl.models.qformer import CoCoVaPlugin, CoCoVaPluginConfig, LQFormerSettings, pooled
-from latentrl.models.vision import (
-    TinyViTConfig,
-    VisionEncoder,
-    pretrained_tiny_vit,
-    pretrained_vqa_language_model,
-)
+from latentrl.models.vision import TinyViTConfig, VisionEncoder
+from latentrl.pretrained import pretrained_tiny_vit, pretrained_vqa_language_model
 from latentrl.rollout import make_engine
 from latentrl.tasks import get_task
 from latentrl.trainers.common import (

@@ -52,12 +52,12 @@ from latentrl.config import (
     load_config,
     save_config,
 )
-from latentrl.eval.retrieval import METRICS, RetrieverModel, evaluate_retriever, generate_rationales
-from latentrl.io import write_json, write_jsonl
+from latentrl.data.retrieval import METRICS, RetrieverModel, evaluate_retriever, generate_rationales
+from latentrl.io import default_cache_dir, write_json, write_jsonl
 from latentrl.losses.retrieval import LaSERLoss
 from latentrl.models.named import resolve_model
 from latentrl.models.retriever import LaSERRetriever
-from latentrl.models.tiny import default_cache_dir, pretrained_tiny_model
+from latentrl.pretrained import pretrained_tiny_model
 from latentrl.rollout import make_engine
 from latentrl.tasks import RetrievalData, get_task
 from latentrl.tasks.sources import read_jsonl

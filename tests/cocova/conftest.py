@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from latentrl.config import PretrainConfig, TinyModelConfig
-from latentrl.models.vision import TinyViTConfig, pretrained_tiny_vit, pretrained_vqa_language_model
+from latentrl.models.vision import TinyViTConfig
+from latentrl.pretrained import pretrained_tiny_vit, pretrained_vqa_language_model
 from tests.conftest import TEST_SEED
 
 TEST_VIT = TinyViTConfig(pretrain_steps=60, pretrain_examples=1000, seed=TEST_SEED)

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from latentrl.eval.vqa import encode_rows, majority_answers, majority_table
+from latentrl.data.vqa import encode_rows, majority_answers, majority_table
 from latentrl.tasks import get_task
 from latentrl.tasks.shapes_vqa import COLOURS, SHAPES
 from latentrl.tasks.vqa import answers_match, normalize_answer

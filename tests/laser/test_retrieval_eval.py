@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from latentrl.config import RetrieverSettings
-from latentrl.eval.retrieval import RetrieverModel, per_query_metrics, ranking_metrics, search
+from latentrl.data.retrieval import RetrieverModel, per_query_metrics, ranking_metrics, search
 from latentrl.models.retriever import LaSERRetriever
 
 

@@ -8,18 +8,14 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from latentrl.config import PretrainConfig, TinyModelConfig
-from latentrl.models.tiny import (
-    build_tiny_model,
-    pretrained_tiny_model,
-    pretraining_examples,
-    train_tokenizer,
-)
+from latentrl.models.tiny import build_tiny_model, pretraining_examples, train_tokenizer
 from latentrl.models.tokens import (
     LATENT_END_TOKEN,
     LATENT_START_TOKEN,
     LATENT_TOKEN,
     SPECIAL_TOKENS,
 )
+from latentrl.pretrained import pretrained_tiny_model
 from latentrl.tasks import get_task
 
 TEXTS = [
