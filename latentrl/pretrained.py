@@ -34,7 +34,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import ViTConfig, ViTImageProcessor, ViTModel
 
-from latentrl.config import PretrainConfig, TinyModelConfig
+from latentrl.config import PretrainConfig, TinyModelConfig, TinyViTConfig
 from latentrl.io import atomic_folder, default_cache_dir
 from latentrl.models.tiny import (
     build_tiny_model,
@@ -43,7 +43,6 @@ from latentrl.models.tiny import (
     pretraining_examples,
     train_tokenizer,
 )
-from latentrl.models.vision import TinyViTConfig
 from latentrl.tasks import get_task
 from latentrl.tasks.shapes_vqa import COLOURS, SHAPES
 

@@ -39,61 +39,19 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from latentrl.config import require_positive
+from latentrl.config import LQFormerSettings
 from latentrl.io import atomic_folder
 from latentrl.losses.cocova import ConditionalDenoiser, CrossModalContrast
 from latentrl.models.latent_plugin import Projector
 
 PLUGIN_CONFIG_NAME = "cocova.json"
 WEIGHTS_NAME = "weights.safetensors"
-
-
-@dataclass
-class LQFormerSettings:
-    """Shape of a CoCoVa plugin (LQ-Former, projector, auxiliary heads)."""
-
-    architecture: Literal["lqformer", "llava"] = "lqformer"
-    """``llava``: no latent thoughts, visual tokens projected straight into the LM (baseline)."""
-    num_queries: int = 8
-    """M: latent thought vectors handed to the language model."""
-    width: int = 128
-    num_heads: int = 4
-    iterations: int = 3
-    """K: refinement steps."""
-    attention_sink: bool = True
-    """A learned null key and value in the cross-attention (see the module docstring)."""
-    position_codes: bool = True
-    """Add 2-D sine-cosine codes of row and column to the visual tokens (square grids)."""
-    token_selection: bool = True
-    keep_fraction: float = 0.75
-    """Fraction of the current visual tokens kept for the next step (at least one)."""
-    early_stop: float = 0.0
-    """Evaluation: stop a question's refinement when its update norm is at most this
-    fraction of its thought norm (0 disables early stopping)."""
-    projector: Literal["linear", "mlp"] = "linear"
-    contrast_dim: int = 64
-    """Width of the shared space of the InfoNCE terms."""
-    denoiser_width: int = 128
-
-    def __post_init__(self) -> None:
-        require_positive(
-            self, "num_queries", "width", "num_heads", "iterations", "contrast_dim",
-            "denoiser_width",
-        )  # fmt: skip
-        if not 0.0 < self.keep_fraction <= 1.0:
-            raise ValueError("keep_fraction: must be in (0, 1]")
-        if self.early_stop < 0:
-            raise ValueError("early_stop: must be >= 0")
-        if self.width % self.num_heads:
-            raise ValueError("num_heads: must divide width")
-        if self.position_codes and self.width % 4:
-            raise ValueError("width: position_codes need a multiple of 4")
 
 
 def num_kept(num_tokens: int, keep_fraction: float) -> int:

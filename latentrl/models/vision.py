@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +23,6 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import AutoImageProcessor, AutoModel
-
-from latentrl.config import require_positive
 
 logger = logging.getLogger(__name__)
 
@@ -74,28 +71,3 @@ class VisionEncoder(nn.Module):
             tokens.append(t)
             pooled.append(p)
         return torch.cat(tokens), torch.cat(pooled)
-
-
-@dataclass
-class TinyViTConfig:
-    """A tiny ViT for ``shapes_vqa`` and its per-patch attribute pre-training."""
-
-    image_size: int = 32
-    patch_size: int = 8
-    """Equal to the scene's grid cell, so one patch sees one whole object."""
-    hidden_size: int = 64
-    num_layers: int = 2
-    num_heads: int = 2
-    pretrain_steps: int = 300
-    pretrain_batch_size: int = 64
-    pretrain_examples: int = 4000
-    learning_rate: float = 3e-3
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        require_positive(
-            self, "image_size", "patch_size", "hidden_size", "num_layers", "num_heads",
-            "pretrain_steps", "pretrain_batch_size", "pretrain_examples", "learning_rate",
-        )  # fmt: skip
-        if self.image_size % self.patch_size:
-            raise ValueError("patch_size: must divide image_size")

@@ -39,10 +39,9 @@ import copy
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -51,14 +50,9 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from latentrl.config import (
+    CoCoVaConfig,
     ConfigError,
-    PretrainConfig,
-    RolloutConfig,
-    TaskConfig,
-    TinyModelConfig,
     load_config,
-    require_non_negative,
-    require_positive,
     save_config,
 )
 from latentrl.data.vqa import (
@@ -77,8 +71,8 @@ from latentrl.io import write_json, write_jsonl
 from latentrl.losses.cocova import NoiseSchedule, diffusion_loss, diffusion_noise
 from latentrl.models.latent_plugin import embedding_rms
 from latentrl.models.named import resolve_model
-from latentrl.models.qformer import CoCoVaPlugin, CoCoVaPluginConfig, LQFormerSettings, pooled
-from latentrl.models.vision import TinyViTConfig, VisionEncoder
+from latentrl.models.qformer import CoCoVaPlugin, CoCoVaPluginConfig, pooled
+from latentrl.models.vision import VisionEncoder
 from latentrl.pretrained import pretrained_tiny_vit, pretrained_vqa_language_model
 from latentrl.rollout import make_engine
 from latentrl.tasks import get_task
@@ -107,94 +101,6 @@ CURVE_KEYS = (
     "update_ratio_2",
     "eval_accuracy",
 )
-
-
-@dataclass
-class CoCoVaConfig:
-    """``latentrl train cocova``: an LQ-Former's latent thoughts for a language model."""
-
-    language_model: str | None = None
-    """The language model (folder or Hub id); ``tiny``: a tiny model pre-trained on the
-    task's text (``tiny_lm``, ``tiny_lm_pretrain``), built once and cached. Required."""
-    vision_encoder: str | None = None
-    """A ``transformers`` vision model folder (ViT, CLIP, SigLIP), frozen; ``tiny``: a tiny
-    ViT pre-trained on ``shapes_vqa`` scenes (``tiny_vit``), cached. Required."""
-    tiny_lm: TinyModelConfig = field(
-        default_factory=lambda: TinyModelConfig(
-            vocab_size=384, num_layers=2, max_position_embeddings=128
-        )
-    )
-    tiny_lm_pretrain: PretrainConfig = field(
-        default_factory=lambda: PretrainConfig(steps=300, num_examples=20000)
-    )
-    tiny_lm_thought_rate: float = 0.0
-    """``language_model: tiny``: fraction of its pre-training examples that show the row's
-    worked thought in the latent slot (0: it never learns to read the slot)."""
-    tiny_vit: TinyViTConfig = field(default_factory=TinyViTConfig)
-    task: TaskConfig = field(default_factory=lambda: TaskConfig(name="shapes_vqa"))
-    plugin: LQFormerSettings = field(default_factory=LQFormerSettings)
-    rollout: RolloutConfig = field(default_factory=lambda: RolloutConfig(backend="hf"))
-    lm_mode: Literal["frozen", "lora"] = "frozen"
-    """``frozen``: gradients only reach the latent slot; ``lora``: also a LoRA adapter."""
-    lora_rank: int = 8
-    lora_alpha: int = 16
-
-    steps: int = 2000
-    time_budget_s: float = 0.0
-    """Stop after this many seconds of training (0: no limit), for equal-budget comparisons."""
-    batch_size: int = 64
-    """Rows a step, over all processes (each takes ``batch_size / processes``)."""
-    gradient_accumulation_steps: int = 1
-    """Micro-batches per optimiser step: the step's rows are split into this many and
-    accelerate accumulates their gradients (memory for a large model). The answer loss
-    stays the mean over all the step's answer tokens; the InfoNCE terms' in-batch
-    negatives then come from one micro-batch (``batch_size / gradient_accumulation_steps``
-    rows) at a time."""
-    learning_rate: float = 1e-3
-    gate_learning_rate: float = 1e-3
-    """Learning rate of the LQ-Former's gate alpha (a single scalar, no weight decay).
-    Measured on ``shapes_vqa``: at 0.05 the gate opens within a few hundred steps and
-    accuracy drops; at the model's learning rate the block's update grows instead."""
-    warmup_steps: int = 50
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    answer_weight: float = 1.0
-    infonce_weight: float = 0.1
-    """Both InfoNCE terms (thoughts vs image, thoughts vs question); 0 switches them off."""
-    diffusion_weight: float = 0.1
-    """Diffusion reconstruction of the visual features from the thoughts; 0 switches it off."""
-    diffusion_timesteps: int = 1000
-
-    train_examples: int = 20000
-    eval_problems: int = 600
-    eval_every: int = 0
-    """Decode the held-out rows every N steps (0: only at the end)."""
-    answer_cue: str = "Answer:"
-    decode_max_tokens: int = 4
-    checkpoint_every: int = 500
-    output_dir: str = "runs/cocova"
-    seed: int = 0
-    mixed_precision: Literal["none", "bf16", "fp16"] = "none"
-    """Through accelerate ("none" rather than its "no", which YAML reads as false)."""
-    report_to: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        require_positive(
-            self, "steps", "batch_size", "learning_rate", "max_grad_norm", "train_examples",
-            "eval_problems", "decode_max_tokens", "lora_rank", "diffusion_timesteps", "gate_learning_rate",
-            "gradient_accumulation_steps",
-        )  # fmt: skip
-        require_non_negative(
-            self, "time_budget_s", "warmup_steps", "weight_decay", "answer_weight",
-            "infonce_weight", "diffusion_weight", "eval_every", "checkpoint_every",
-        )  # fmt: skip
-        if not 0.0 <= self.tiny_lm_thought_rate <= 1.0:
-            raise ValueError("tiny_lm_thought_rate: must be in [0, 1]")
-        if self.batch_size < 2 * self.gradient_accumulation_steps and self.infonce_weight > 0:
-            raise ValueError(
-                "batch_size: InfoNCE needs at least 2 rows a micro-batch "
-                "(batch_size / gradient_accumulation_steps; or infonce_weight=0)"
-            )
 
 
 class CoCoVaTrainer:

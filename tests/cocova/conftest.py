@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from latentrl.config import PretrainConfig, TinyModelConfig
-from latentrl.models.vision import TinyViTConfig
+from latentrl.config import PretrainConfig, TinyModelConfig, TinyViTConfig
 from latentrl.pretrained import pretrained_tiny_vit, pretrained_vqa_language_model
 from tests.conftest import TEST_SEED
 

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from latentrl.config import LQFormerSettings
 from latentrl.losses.cocova import (
     ConditionalDenoiser,
     CrossModalContrast,
@@ -19,7 +20,6 @@ from latentrl.models.qformer import (
     CoCoVaPluginConfig,
     LQFormer,
     LQFormerBlock,
-    LQFormerSettings,
     grid_position_codes,
     num_kept,
     select_tokens,

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from latentrl.cli import main as cli_main
-from latentrl.config import ConfigError, load_config
+from latentrl.config import CoCoVaConfig, ConfigError, load_config
 from latentrl.models.qformer import CoCoVaPlugin
-from latentrl.trainers.cocova import CoCoVaConfig, CoCoVaTrainer
+from latentrl.trainers.cocova import CoCoVaTrainer
 from latentrl.trainers.common import read_metrics
 from tests.conftest import REPO_ROOT, TEST_SEED
 
