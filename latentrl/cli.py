@@ -23,6 +23,35 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+# latentrl train METHOD: (name, help, description, takes --resume)
+TRAIN_METHODS = (
+    (
+        "dlr",
+        "DLR: latent-space contrastive RL of an assistant for a frozen main model",
+        "Train a latent plugin with DLR (see configs/dlr_*.yaml).",
+        True,
+    ),
+    (
+        "grpo",
+        "token-level GRPO (TRL) training a LoRA reasoning adapter on the main model",
+        "Train a LoRA adapter with TRL's GRPOTrainer on a task's rewards.",
+        False,
+    ),
+    (
+        "cocova",
+        "CoCoVa: latent visual thoughts from a Latent Q-Former for a language model",
+        "Train a CoCoVa plugin on an image-QA task (see configs/cocova_*.yaml).",
+        True,
+    ),
+    (
+        "laser",
+        "LaSER: a dense retriever reasoning in soft tokens, distilled from explicit reasoning",
+        "Train a LaSER retriever on a retrieval task (see configs/laser_*.yaml).",
+        True,
+    ),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="latentrl",
@@ -43,40 +72,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train with one of latentrl's methods")
     methods = train.add_subparsers(dest="method", metavar="METHOD", required=True)
-    dlr = methods.add_parser(
-        "dlr",
-        help="DLR: latent-space contrastive RL of an assistant for a frozen main model",
-        description="Train a latent plugin with DLR (see configs/dlr_*.yaml).",
+    for name, help_text, description, resumable in TRAIN_METHODS:
+        method = methods.add_parser(name, help=help_text, description=description)
+        _add_config_arguments(method)
+        if resumable:
+            method.add_argument(
+                "--resume", action="store_true", help="continue from the run's latest checkpoint"
+            )
+    _add_eval_parser(commands)
+    _add_serve_parser(commands)
+    _add_inspect_parser(commands)
+    commands.add_parser("tasks", help="list the available tasks", description="List tasks.")
+    models = commands.add_parser(
+        "models",
+        help="list the named models (real checkpoints had without a model hub)",
+        description="List the named models that --model, main_model= and the like accept, "
+        "or prepare one now (it is also prepared on first use).",
     )
-    _add_config_arguments(dlr)
-    dlr.add_argument(
-        "--resume", action="store_true", help="continue from the run's latest checkpoint"
-    )
-    grpo = methods.add_parser(
-        "grpo",
-        help="token-level GRPO (TRL) training a LoRA reasoning adapter on the main model",
-        description="Train a LoRA adapter with TRL's GRPOTrainer on a task's rewards.",
-    )
-    _add_config_arguments(grpo)
-    cocova = methods.add_parser(
-        "cocova",
-        help="CoCoVa: latent visual thoughts from a Latent Q-Former for a language model",
-        description="Train a CoCoVa plugin on an image-QA task (see configs/cocova_*.yaml).",
-    )
-    _add_config_arguments(cocova)
-    cocova.add_argument(
-        "--resume", action="store_true", help="continue from the run's latest checkpoint"
-    )
-    laser = methods.add_parser(
-        "laser",
-        help="LaSER: a dense retriever reasoning in soft tokens, distilled from explicit reasoning",
-        description="Train a LaSER retriever on a retrieval task (see configs/laser_*.yaml).",
-    )
-    _add_config_arguments(laser)
-    laser.add_argument(
-        "--resume", action="store_true", help="continue from the run's latest checkpoint"
-    )
+    models.add_argument("action", nargs="?", choices=["list", "prepare"], default="list")
+    models.add_argument("name", nargs="?", help="the model to prepare")
+    return parser
 
+
+def _add_eval_parser(commands) -> None:
     evaluate = commands.add_parser(
         "eval",
         help="accuracy of a model (with a latent plugin or LoRA adapter) on a task",
@@ -99,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--retriever", help="LaSER retriever folder: rank a retrieval task's corpus instead"
     )
 
+
+def _add_serve_parser(commands) -> None:
     serve = commands.add_parser(
         "serve",
         help="OpenAI-compatible server for a frozen model with latent plugins",
@@ -119,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int)
     serve.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1 routes")
 
+
+def _add_inspect_parser(commands) -> None:
     inspect = commands.add_parser(
         "inspect",
         help="what latents say (DLR plugins, LaSER retrievers): token readings, pictures",
@@ -133,17 +155,6 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--task", help="task name (default: the task the plugin was trained on)")
     inspect.add_argument("--limit", type=int, help="first N questions of the split")
     inspect.add_argument("--output-dir", help="where inspect.json and the pictures go")
-
-    commands.add_parser("tasks", help="list the available tasks", description="List tasks.")
-    models = commands.add_parser(
-        "models",
-        help="list the named models (real checkpoints had without a model hub)",
-        description="List the named models that --model, main_model= and the like accept, "
-        "or prepare one now (it is also prepared on first use).",
-    )
-    models.add_argument("action", nargs="?", choices=["list", "prepare"], default="list")
-    models.add_argument("name", nargs="?", help="the model to prepare")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -75,6 +75,68 @@ def cached_folder(
     return folder
 
 
+def _train_tiny_vit(
+    rows: list[dict], cfg: TinyViTConfig, progress: bool
+) -> tuple[ViTModel, ViTImageProcessor, float]:
+    """A tiny ViT trained to name each patch's ``PATCH_TARGETS``: (model, processor, the
+    last step's mean patch accuracy)."""
+    torch.manual_seed(cfg.seed)
+    config = ViTConfig(
+        image_size=cfg.image_size,
+        patch_size=cfg.patch_size,
+        hidden_size=cfg.hidden_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        intermediate_size=4 * cfg.hidden_size,
+    )
+    processor = ViTImageProcessor(
+        size={"height": cfg.image_size, "width": cfg.image_size},
+        image_mean=[0.5] * 3,
+        image_std=[0.5] * 3,
+    )
+    model = ViTModel(config, add_pooling_layer=False)
+    side = cfg.image_size // cfg.patch_size
+    heads = nn.ModuleDict(
+        {
+            "shape": nn.Linear(cfg.hidden_size, len(SHAPES) + 1),
+            "colour": nn.Linear(cfg.hidden_size, len(COLOURS) + 1),
+            # Row and column too: relations need positions the attribute heads don't.
+            "row": nn.Linear(cfg.hidden_size, side),
+            "col": nn.Linear(cfg.hidden_size, side),
+        }
+    )
+    pixels = processor(images=[r["image"] for r in rows], return_tensors="pt")["pixel_values"]
+    cells = torch.arange(side * side).expand(len(rows), -1)
+    labels = {
+        "shape": torch.tensor([r["patch_shapes"] for r in rows]),
+        "colour": torch.tensor([r["patch_colours"] for r in rows]),
+        "row": cells // side,
+        "col": cells % side,
+    }
+    params = [*model.parameters(), *heads.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    accuracy = 0.0
+    bar = tqdm(range(cfg.pretrain_steps), desc="pre-training tiny ViT", disable=not progress)
+    for _ in bar:
+        picks = torch.randint(len(rows), (cfg.pretrain_batch_size,), generator=generator)
+        tokens = model(pixel_values=pixels[picks]).last_hidden_state[:, 1:]
+        loss = 0.0
+        correct = []
+        for name, head in heads.items():
+            logits = head(tokens)
+            loss = loss + nn.functional.cross_entropy(
+                logits.flatten(0, 1), labels[name][picks].flatten()
+            )
+            correct.append((logits.argmax(-1) == labels[name][picks]).float().mean().item())
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        accuracy = sum(correct) / len(correct)
+        bar.set_postfix(loss=f"{loss.item():.3f}", patch_acc=f"{accuracy:.3f}")
+    return model, processor, accuracy
+
+
 def pretrained_tiny_vit(
     cfg: TinyViTConfig | None = None,
     task_options: dict | None = None,
@@ -90,60 +152,7 @@ def pretrained_tiny_vit(
         rows = get_task("shapes_vqa", kind="vqa").load(
             "train", limit=cfg.pretrain_examples, **task_options
         )
-        torch.manual_seed(cfg.seed)
-        config = ViTConfig(
-            image_size=cfg.image_size,
-            patch_size=cfg.patch_size,
-            hidden_size=cfg.hidden_size,
-            num_hidden_layers=cfg.num_layers,
-            num_attention_heads=cfg.num_heads,
-            intermediate_size=4 * cfg.hidden_size,
-        )
-        processor = ViTImageProcessor(
-            size={"height": cfg.image_size, "width": cfg.image_size},
-            image_mean=[0.5] * 3,
-            image_std=[0.5] * 3,
-        )
-        model = ViTModel(config, add_pooling_layer=False)
-        side = cfg.image_size // cfg.patch_size
-        heads = nn.ModuleDict(
-            {
-                "shape": nn.Linear(cfg.hidden_size, len(SHAPES) + 1),
-                "colour": nn.Linear(cfg.hidden_size, len(COLOURS) + 1),
-                # Row and column too: relations need positions the attribute heads don't.
-                "row": nn.Linear(cfg.hidden_size, side),
-                "col": nn.Linear(cfg.hidden_size, side),
-            }
-        )
-        pixels = processor(images=[r["image"] for r in rows], return_tensors="pt")["pixel_values"]
-        cells = torch.arange(side * side).expand(len(rows), -1)
-        labels = {
-            "shape": torch.tensor([r["patch_shapes"] for r in rows]),
-            "colour": torch.tensor([r["patch_colours"] for r in rows]),
-            "row": cells // side,
-            "col": cells % side,
-        }
-        params = [*model.parameters(), *heads.parameters()]
-        optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate)
-        generator = torch.Generator().manual_seed(cfg.seed)
-        accuracy = 0.0
-        bar = tqdm(range(cfg.pretrain_steps), desc="pre-training tiny ViT", disable=not progress)
-        for _ in bar:
-            picks = torch.randint(len(rows), (cfg.pretrain_batch_size,), generator=generator)
-            tokens = model(pixel_values=pixels[picks]).last_hidden_state[:, 1:]
-            loss = 0.0
-            correct = []
-            for name, head in heads.items():
-                logits = head(tokens)
-                loss = loss + nn.functional.cross_entropy(
-                    logits.flatten(0, 1), labels[name][picks].flatten()
-                )
-                correct.append((logits.argmax(-1) == labels[name][picks]).float().mean().item())
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            accuracy = sum(correct) / len(correct)
-            bar.set_postfix(loss=f"{loss.item():.3f}", patch_acc=f"{accuracy:.3f}")
+        model, processor, accuracy = _train_tiny_vit(rows, cfg, progress)
         model.save_pretrained(staging)
         processor.save_pretrained(staging)
         return {"final_patch_accuracy": round(accuracy, 4)}
