@@ -202,7 +202,7 @@ _PROSE_WORD = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{3,}")
 _MATH_FUNCTIONS = frozenset({"sqrt", "sin", "cos", "tan", "log", "exp", "frac", "pi", "mod"})
 
 
-def _box_contents(text: str) -> list[str]:
+def box_contents(text: str) -> list[str]:
     """Contents of the complete ``\\boxed{...}`` groups, ordered by where they start; an unclosed
     one (a truncated generation) is skipped."""
     box_braces = {m.end() - 1 for m in _BOX_RE.finditer(text)}
@@ -251,7 +251,7 @@ def _from_box(content: str) -> str | None:
 
 def _from_marker(rest: str, *, prose_ok: bool) -> str | None:
     """The answer in the text after a marker (``####``, ``A:``, "the answer is")."""
-    boxes = _box_contents(rest)
+    boxes = box_contents(rest)
     if boxes:
         return _from_box(boxes[-1])
     rest = _strip_markup(rest)
@@ -274,7 +274,7 @@ def _find_hash(text: str) -> str | None:
 
 
 def _find_boxed(text: str) -> str | None:
-    for content in reversed(_box_contents(text)):
+    for content in reversed(box_contents(text)):
         answer = _from_box(content)
         if answer is not None:
             return answer

@@ -40,6 +40,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
 
+from latentrl.rewards.extraction import box_contents
+
 if TYPE_CHECKING:
     import datasets
 
@@ -267,19 +269,8 @@ def extract_final_answer(text: str, answer_format: AnswerFormat) -> str | None:
     if answer_format == "hash":
         finals = re.findall(r"^####(.*)$", text, flags=re.MULTILINE)
         return finals[-1].strip() if finals else None
-    start = text.rfind("\\boxed{")
-    if start < 0:
-        return None
-    # Match braces by hand: boxed answers nest them (\frac{1}{2}).
-    depth, begin = 0, start + len("\\boxed{")
-    for i in range(begin, len(text)):
-        if text[i] == "{":
-            depth += 1
-        elif text[i] == "}":
-            if depth == 0:
-                return text[begin:i]
-            depth -= 1
-    return None
+    boxes = box_contents(text)  # the rewards' parser: nested braces, unclosed boxes skipped
+    return boxes[-1] if boxes else None
 
 
 def format_final_answer(answer: str, answer_format: AnswerFormat) -> str:

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from latentrl.models.tokens import LATENT_END_TOKEN, LATENT_START_TOKEN
+from latentrl.models.tokens import LATENT_END_TOKEN, LATENT_START_TOKEN, split_answer_cue
 from latentrl.rollout import RolloutEngine, SamplingParams
 from latentrl.tasks.vqa import answers_match
 
@@ -44,9 +44,7 @@ def encode_rows(
     encoded = []
     for row in rows:
         prompt = row["prompt"]
-        prefix = (
-            prompt[: -len(answer_cue)] if answer_cue and prompt.endswith(answer_cue) else prompt
-        )
+        prefix, _ = split_answer_cue(prompt, answer_cue)
         item = EncodedRow(
             prefix=tokenizer(prefix, add_special_tokens=False)["input_ids"] + [start],
             suffix=[end, *cue],

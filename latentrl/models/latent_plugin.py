@@ -33,7 +33,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 from latentrl.config import LatentPluginSettings
 from latentrl.io import atomic_folder
 from latentrl.models.named import prepared_folder, resolve_model
-from latentrl.models.tokens import LATENT_END_TOKEN, LATENT_START_TOKEN, LATENT_TOKEN
+from latentrl.models.tokens import (
+    LATENT_END_TOKEN,
+    LATENT_START_TOKEN,
+    LATENT_TOKEN,
+    split_answer_cue,
+)
 
 PLUGIN_CONFIG_NAME = "latent_plugin.json"
 HEADS_NAME = "heads.safetensors"
@@ -341,10 +346,7 @@ def tokens_around_latents(
         return start, end + tokenizer(prompt, add_special_tokens=False)["input_ids"]
     if position != "before_answer":
         raise ValueError(f"latent position {position!r}: expected 'before_answer' or 'prefix'")
-    if answer_cue and prompt.endswith(answer_cue):
-        prefix, cue = prompt[: -len(answer_cue)], answer_cue
-    else:
-        prefix, cue = prompt, ""
+    prefix, cue = split_answer_cue(prompt, answer_cue)
     before = tokenizer(prefix, add_special_tokens=False)["input_ids"] + start
     after = end + (tokenizer(cue, add_special_tokens=False)["input_ids"] if cue else [])
     return before, after

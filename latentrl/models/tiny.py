@@ -32,6 +32,7 @@ from latentrl.models.tokens import (
     LATENT_TOKEN,
     PAD_TOKEN,
     SPECIAL_TOKENS,
+    split_answer_cue,
 )
 
 logger = logging.getLogger(__name__)
@@ -154,7 +155,7 @@ def pretraining_examples(task, rows, cfg: PretrainConfig) -> list[tuple[str, str
 
 def latent_slot_prompt(prompt: str, answer_cue: str, slot_text: str = "") -> str:
     """``prompt`` with the latent slot (holding ``slot_text``) before its answer cue."""
-    prefix = prompt[: -len(answer_cue)] if prompt.endswith(answer_cue) else prompt
+    prefix, _ = split_answer_cue(prompt, answer_cue)
     return f"{prefix}{LATENT_START_TOKEN}{slot_text}{LATENT_END_TOKEN}{answer_cue}"
 
 
