@@ -19,7 +19,7 @@ from tests.conftest import _free_port, running_server
 from tests.real_model.conftest import MODEL, NUM_PROMPTS
 from tests.tasks.conftest import shared_data_dir
 
-pytestmark = [pytest.mark.real_model, pytest.mark.vllm]
+pytestmark = pytest.mark.real_model
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=32)
 
