@@ -409,10 +409,10 @@ class CoCoVaTrainer:
         """Greedy answers on the held-out rows through the rollout engine; without the
         plugin the latent slot is empty (the language model sees the question only).
         Each process answers a contiguous share of the rows; all get the whole result."""
-        if self.engine is None or self.cfg.lm_mode == "lora":
-            if self.engine is not None:
-                self.engine.close()
+        if self.engine is None:
             self.engine = make_engine(self._decoding_model(), self.cfg.rollout)
+        elif self.cfg.lm_mode == "lora":  # the adapter moved since: the engine decodes its merge
+            self.engine.update_weights(copy.deepcopy(self.lm).merge_and_unload())
         self.plugin.eval()
         mine = process_share(self.accelerator, len(self.eval_rows))
         result, samples = evaluate_vqa(
