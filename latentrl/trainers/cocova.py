@@ -77,6 +77,7 @@ from latentrl.pretrained import pretrained_tiny_vit, pretrained_vqa_language_mod
 from latentrl.rollout import make_engine
 from latentrl.tasks import get_task
 from latentrl.trainers.common import (
+    EpochSampler,
     MetricsLog,
     Objective,
     accumulated_step,
@@ -218,8 +219,8 @@ class CoCoVaTrainer:
         self.schedule = NoiseSchedule(cfg.diffusion_timesteps)
 
         self.step, self.elapsed = 0, 0.0
-        self.order: list[int] = []
-        self.position = 0
+        # Indices: every process draws the step's whole batch and takes its share.
+        self.sampler = EpochSampler(range(len(self.train_rows)), self.data_generator)
         self.engine = None
         resume_from = latest_checkpoint(self.run_dir) if self.resume else None
         if resume_from is not None:
@@ -236,19 +237,6 @@ class CoCoVaTrainer:
         return self.accelerator.device
 
     # ---- the objective -------------------------------------------------------------------
-
-    def _next_batch(self) -> list[int]:
-        """The step's rows over all processes (each process draws all of them)."""
-        picks = []
-        while len(picks) < self.cfg.batch_size:
-            if self.position >= len(self.order):
-                self.order = torch.randperm(
-                    len(self.train_rows), generator=self.data_generator
-                ).tolist()
-                self.position = 0
-            picks.append(self.order[self.position])
-            self.position += 1
-        return picks
 
     def _answer_loss(
         self, encoded: Sequence[EncodedRow], slots: torch.Tensor, step_tokens: int
@@ -331,7 +319,7 @@ class CoCoVaTrainer:
         """One optimiser step, accumulated by accelerate over ``gradient_accumulation_steps``
         equal micro-batches of the step's rows, each shared out over the processes."""
         cfg = self.cfg
-        picks = self._next_batch()
+        picks = self.sampler.draw(self.cfg.batch_size)
         step_tokens = sum(len(self.train_encoded[i].target) for i in picks)
         noise = None
         if self.uses_thoughts and cfg.diffusion_weight > 0:
@@ -439,10 +427,14 @@ class CoCoVaTrainer:
     def _save_checkpoint(self) -> Path:
         def write(folder: Path) -> None:
             self.plugin.save_pretrained(folder / "plugin")
-            counters = {"step": self.step, "position": self.position, "elapsed_s": self.elapsed}
+            counters = {
+                "step": self.step,
+                "position": self.sampler.position,
+                "elapsed_s": self.elapsed,
+            }
             write_training_state(
                 folder, self.optimizer, self.scheduler, self._generators, counters,
-                order=self.order, lora=self._lora_state(),
+                order=self.sampler.order, lora=self._lora_state(),
             )  # fmt: skip
 
         if not self.accelerator.is_main_process:
@@ -456,8 +448,8 @@ class CoCoVaTrainer:
         )
         if extra["lora"]:
             self.lm.load_state_dict(extra["lora"], strict=False)
-        self.order = extra["order"]
-        self.step, self.position = counters["step"], counters["position"]
+        self.sampler.order, self.sampler.position = extra["order"], counters["position"]
+        self.step = counters["step"]
         self.elapsed = counters["elapsed_s"]
 
     # ---- end of run ----------------------------------------------------------------------

@@ -52,6 +52,28 @@ def set_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator])
         generator.set_state(state["generators"][name])
 
 
+class EpochSampler:
+    """Draws a recipe's training items in a fresh random order each epoch and remembers
+    where it is (``order``, ``position``: saved in checkpoints), so a resumed run draws
+    exactly what the uninterrupted run would have."""
+
+    def __init__(self, items: Sequence[Any], generator: torch.Generator) -> None:
+        self.items = items
+        self.generator = generator
+        self.order: list[int] = []
+        self.position = 0
+
+    def draw(self, count: int) -> list[Any]:
+        picks = []
+        while len(picks) < count:
+            if self.position >= len(self.order):
+                self.order = torch.randperm(len(self.items), generator=self.generator).tolist()
+                self.position = 0
+            picks.append(self.items[self.order[self.position]])
+            self.position += 1
+        return picks
+
+
 # ---- checkpoints -------------------------------------------------------------------------
 
 

@@ -58,6 +58,7 @@ from latentrl.rewards import DualReward
 from latentrl.rollout import RolloutEngine, SamplingParams, make_engine
 from latentrl.tasks import get_task
 from latentrl.trainers.common import (
+    EpochSampler,
     MetricsLog,
     accumulated_step,
     end_run,
@@ -201,8 +202,7 @@ class DLRTrainer:
 
         self.step = 0
         self.best_accuracy = -1.0
-        self.order: list[int] = []
-        self.position = 0
+        self.sampler = EpochSampler(self.train_rows, self.data_generator)
         resume_from = latest_checkpoint(self.run_dir) if self.resume else None
         if resume_from is not None:
             self._load_checkpoint(resume_from)
@@ -296,18 +296,6 @@ class DLRTrainer:
             return torch.tensor([math.nan if v is None else v for v in values]).view(shape)
 
         return tensor(dual), tensor(correct), tensor(formatted)
-
-    def _next_batch(self) -> list[dict]:
-        rows = []
-        while len(rows) < self.cfg.questions_per_step:
-            if self.position >= len(self.order):
-                self.order = torch.randperm(
-                    len(self.train_rows), generator=self.data_generator
-                ).tolist()
-                self.position = 0
-            rows.append(self.train_rows[self.order[self.position]])
-            self.position += 1
-        return rows
 
     # ---- warm start ----------------------------------------------------------------------
 
@@ -542,7 +530,7 @@ class DLRTrainer:
         )
         while self.step < cfg.steps:
             started = time.perf_counter()
-            rows = self._next_batch()
+            rows = self.sampler.draw(self.cfg.questions_per_step)
             rollout = self._rollout(rows)
             updating = time.perf_counter()
             stats = self._update(rollout)
@@ -640,11 +628,16 @@ class DLRTrainer:
             self.policy.save_pretrained(folder / "plugin")
             counters = {
                 "step": self.step,
-                "position": self.position,
+                "position": self.sampler.position,
                 "best_accuracy": self.best_accuracy,
             }
             write_training_state(
-                folder, self.optimizer, self.scheduler, self._generators, counters, order=self.order
+                folder,
+                self.optimizer,
+                self.scheduler,
+                self._generators,
+                counters,
+                order=self.sampler.order,
             )
 
         if not self.accelerator.is_main_process:
@@ -657,8 +650,8 @@ class DLRTrainer:
         counters, extra = read_training_state(
             folder, self.optimizer, self.scheduler, self._generators
         )
-        self.order = extra["order"]
-        self.step, self.position = counters["step"], counters["position"]
+        self.sampler.order, self.sampler.position = extra["order"], counters["position"]
+        self.step = counters["step"]
         self.best_accuracy = counters["best_accuracy"]
 
     # ---- end of run ----------------------------------------------------------------------

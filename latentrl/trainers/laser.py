@@ -62,6 +62,7 @@ from latentrl.rollout import make_engine
 from latentrl.tasks import RetrievalData, get_task
 from latentrl.tasks.sources import read_jsonl
 from latentrl.trainers.common import (
+    EpochSampler,
     MetricsLog,
     Objective,
     accumulated_step,
@@ -244,8 +245,8 @@ class LaSERTrainer:
         )
         self.loss = LaSERLoss(**asdict(cfg.loss))
 
-        self.step, self.position = 0, 0
-        self.order: list[str] = []
+        self.step = 0
+        self.sampler = EpochSampler(list(self.train_data.queries), self.data_generator)
         resume_from = latest_checkpoint(self.run_dir) if self.resume else None
         if resume_from is not None:
             self._load_checkpoint(resume_from)
@@ -277,19 +278,6 @@ class LaSERTrainer:
         model = cfg.rationale.model or self.backbone
         generated = cached_rationales(missing, model, cfg.rationale, cfg.rollout, label)
         return {**data.rationales, **generated}
-
-    def _next_queries(self) -> list[str]:
-        """The step's queries over all processes (each process draws all of them)."""
-        picks = []
-        while len(picks) < self.cfg.batch_size:
-            if self.position >= len(self.order):
-                ids = list(self.train_data.queries)
-                permutation = torch.randperm(len(ids), generator=self.data_generator).tolist()
-                self.order = [ids[i] for i in permutation]
-                self.position = 0
-            picks.append(self.order[self.position])
-            self.position += 1
-        return picks
 
     def _batch_documents(self, query_ids: Sequence[str]) -> tuple[list[str], torch.Tensor]:
         """The batch's documents (positives first, then hard negatives, no repeats) and the
@@ -345,7 +333,7 @@ class LaSERTrainer:
         self.retriever.train()
         while self.step < cfg.steps:
             started = time.perf_counter()
-            query_ids = self._next_queries()
+            query_ids = self.sampler.draw(self.cfg.batch_size)
             size = len(query_ids) // cfg.gradient_accumulation_steps
             micro_batches = [
                 partial(self._micro_batch_losses, query_ids[start : start + size])
@@ -382,10 +370,10 @@ class LaSERTrainer:
     def _save_checkpoint(self) -> Path:
         def write(folder: Path) -> None:
             self.retriever.save_pretrained(folder / "retriever")
-            counters = {"step": self.step, "position": self.position}
+            counters = {"step": self.step, "position": self.sampler.position}
             write_training_state(
                 folder, self.optimizer, self.scheduler, {"data": self.data_generator}, counters,
-                order=self.order,
+                order=self.sampler.order,
             )  # fmt: skip
 
         if not self.accelerator.is_main_process:
@@ -398,8 +386,8 @@ class LaSERTrainer:
         counters, extra = read_training_state(
             folder, self.optimizer, self.scheduler, {"data": self.data_generator}
         )
-        self.order = extra["order"]
-        self.step, self.position = counters["step"], counters["position"]
+        self.sampler.order, self.sampler.position = extra["order"], counters["position"]
+        self.step = counters["step"]
 
     def cleanup(self) -> None:
         """Save the retriever and the curves; close the trackers."""
