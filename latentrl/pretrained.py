@@ -171,6 +171,23 @@ def pretrained_tiny_vit(
     )
 
 
+def _train_tiny_lm(
+    examples: list[tuple[str, str]],
+    model_cfg: TinyModelConfig,
+    pretrain_cfg: PretrainConfig,
+    staging: Path,
+    progress: bool,
+) -> dict:
+    """A tokenizer trained on ``(prompt, target)`` examples, a tiny LM pre-trained on them,
+    both saved to ``staging``; returns the final loss for the cache record."""
+    tokenizer = train_tokenizer((p + t for p, t in examples), model_cfg.vocab_size)
+    model = build_tiny_model(tokenizer, model_cfg)
+    losses = pretrain(model, tokenizer, examples, pretrain_cfg, progress=progress)
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    return {"final_loss": sum(losses[-20:]) / len(losses[-20:])}
+
+
 def pretrained_vqa_language_model(
     task_name: str = "shapes_vqa",
     task_options: dict | None = None,
@@ -208,12 +225,7 @@ def pretrained_vqa_language_model(
             )
             for r, show in zip(rows, shown, strict=True)
         ]
-        tokenizer = train_tokenizer((p + t for p, t in examples), model_cfg.vocab_size)
-        model = build_tiny_model(tokenizer, model_cfg)
-        losses = pretrain(model, tokenizer, examples, pretrain_cfg, progress=progress)
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        return {"final_loss": sum(losses[-20:]) / len(losses[-20:])}
+        return _train_tiny_lm(examples, model_cfg, pretrain_cfg, staging, progress)
 
     settings = {
         "format_version": TINY_VISION_FORMAT_VERSION,
@@ -252,11 +264,6 @@ def pretrained_tiny_model(
         task = get_task(task_name)
         rows = task.load("train", limit=pretrain_cfg.num_examples, **task_options)
         examples = pretraining_examples(task, rows, pretrain_cfg)
-        tokenizer = train_tokenizer((p + t for p, t in examples), model_cfg.vocab_size)
-        model = build_tiny_model(tokenizer, model_cfg)
-        losses = pretrain(model, tokenizer, examples, pretrain_cfg, progress=progress)
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        return {"final_loss": sum(losses[-20:]) / len(losses[-20:])}
+        return _train_tiny_lm(examples, model_cfg, pretrain_cfg, staging, progress)
 
     return cached_folder(Path(task_name).stem, settings, build, cache_dir)
