@@ -280,7 +280,7 @@ def test_likelihood_reward_is_the_frozen_models_gold_probability(tiny_model_dir,
     )
     trainer = DLRTrainer(cfg)
     trainer.setup()
-    rows = trainer._next_batch()
+    rows = trainer.sampler.draw(cfg.questions_per_step)
     rollout = trainer._rollout(rows)
     policy, main, tokenizer = trainer.policy, trainer.main_model, trainer.tokenizer
     with torch.no_grad():
