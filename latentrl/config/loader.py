@@ -149,7 +149,7 @@ def _build(
     for name, f in fields.items():
         key = prefix + name
         if name in values:
-            default = _section_default(f, defaults, hints[name])
+            default = _section_default(f, defaults)
             kwargs[name] = _coerce(hints[name], values[name], key, sources, file_label, default)
         elif defaults is not None:
             kwargs[name] = getattr(defaults, name)
@@ -165,7 +165,7 @@ def _build(
         raise ConfigError(f"{prefix}{message} (in {src})") from None
 
 
-def _section_default(f: dataclasses.Field, defaults: Any, tp: Any) -> Any:
+def _section_default(f: dataclasses.Field, defaults: Any) -> Any:
     """The instance a partly given section of field ``f`` is completed from, if any."""
     if defaults is not None:
         default = getattr(defaults, f.name)
