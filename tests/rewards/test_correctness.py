@@ -9,11 +9,11 @@ import threading
 import time
 
 import pytest
-import rewards_helpers
 
 from latentrl.rewards import CorrectnessReward, correctness_reward, gold_answer
 from latentrl.rewards._worker import ItemTimeout, deadline
 from latentrl.rewards.correctness import STAT_KEYS, correctness
+from tests.rewards import rewards_helpers
 
 # sympy needs far more than 0.5 s to compare these (measured: > 15 s), and the work is plain
 # Python, so the alarm interrupts it.
