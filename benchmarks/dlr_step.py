@@ -17,8 +17,8 @@ from tempfile import TemporaryDirectory
 
 from latentrl.config import DemoConfig, DLRConfig, load_config
 from latentrl.pretrained import pretrained_tiny_model
-from latentrl.trainers.common import read_metrics
 from latentrl.trainers.dlr import DLRTrainer
+from latentrl.trainers.metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 PHASES = ("sample_time", "decode_time", "reward_time", "update_time", "step_time")
@@ -28,7 +28,7 @@ def run(model_dir: Path, overrides: list[str]) -> dict[str, float]:
     with TemporaryDirectory() as out:
         cfg = load_config(
             DLRConfig, ROOT / "configs" / "dlr_arith_tiny.yaml",
-            [f"main_model={model_dir}", f"output_dir={out}", "checkpoint_every=0", *overrides],
+            [f"main_model={model_dir}", f"output_dir={out}", "loop.checkpoint_every=0", *overrides],
         )  # fmt: skip
         trainer = DLRTrainer(cfg)
         trainer.setup()
@@ -50,7 +50,7 @@ def main() -> None:
     # Up to 48 tokens a decode, as for a main model that writes worked solutions.
     options = ", ".join(f"{k}: {v}" for k, v in demo.task.options.items())
     common = [
-        f"steps={args.steps}",
+        f"loop.steps={args.steps}",
         f"group_size={args.group_size}",
         f"task.options={{{options}}}",
         "decode_max_tokens=48",

@@ -117,12 +117,12 @@ def greedy_accuracy(model: str, cfg: GRPOTrainConfig, problems: int, max_tokens:
 
 def run_dlr(args, main_model: str, out: Path) -> dict:
     """The recipe's warm start and RL steps (DLR sets the budget)."""
-    from latentrl.trainers.common import read_metrics
     from latentrl.trainers.dlr import DLRTrainer
+    from latentrl.trainers.metrics import read_metrics
 
     cfg = load_config(DLRConfig, args.dlr_config, [
         f"main_model={main_model}", f"output_dir={out}", f"eval_problems={args.eval_problems}",
-        "checkpoint_every=0", "eval_every=0", "rollout.backend=hf", f"seed={args.seed}",
+        "loop.checkpoint_every=0", "eval_every=0", "rollout.backend=hf", f"seed={args.seed}",
     ])  # fmt: skip
     trainer = DLRTrainer(cfg)
     trainer.setup()
@@ -143,7 +143,7 @@ def run_dlr(args, main_model: str, out: Path) -> dict:
         "before": before,
         "warm_started": warm_started,
         "after": after,
-        "steps": trainer.step,
+        "steps": trainer.state.step,
         "train_s": train_s,
         "warm_start_s": warm_start_s,
         **{phase: statistics.mean(row[phase] for row in timed) for phase in DLR_PHASES},

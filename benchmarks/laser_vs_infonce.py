@@ -55,7 +55,7 @@ def run_once(method: str, config: Path, seed: int, overrides: list[str], folder:
     cfg = load_config(
         LaSERConfig,
         config,
-        [*overrides, f"seed={seed}", f"output_dir={folder}", "checkpoint_every=0"],
+        [*overrides, f"seed={seed}", f"output_dir={folder}", "loop.checkpoint_every=0"],
     )
     trainer = LaSERTrainer(cfg)
     trainer.setup()

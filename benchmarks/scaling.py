@@ -24,7 +24,7 @@ from tempfile import TemporaryDirectory
 
 from latentrl.config import DemoConfig, load_config
 from latentrl.pretrained import pretrained_tiny_model
-from latentrl.trainers.common import read_metrics
+from latentrl.trainers.metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,9 +60,9 @@ def main() -> None:
     model_dir = pretrained_tiny_model(demo.task.name, demo.task.options, demo.model, demo.pretrain)
     options = ", ".join(f"{k}: {v}" for k, v in demo.task.options.items())
     overrides = [
-        f"main_model={model_dir}", f"steps={args.steps}", f"group_size={args.group_size}",
+        f"main_model={model_dir}", f"loop.steps={args.steps}", f"group_size={args.group_size}",
         f"decode_k={args.group_size}", f"task.options={{{options}}}", "decode_max_tokens=48",
-        "eval_problems=16", "checkpoint_every=0", f"rollout.backend={args.backend}",
+        "eval_problems=16", "loop.checkpoint_every=0", f"rollout.backend={args.backend}",
         "warm_start_steps=0",
     ]  # fmt: skip
     samples = 64 * args.group_size
@@ -89,8 +89,8 @@ def real_size_on_one_gpu(args: argparse.Namespace) -> None:
     gsm8k = ROOT.parent / "shared" / "data" / "gsm8k"
     overrides = [
         f"main_model={args.real_main}", f"assistant_model={args.real_assistant}",
-        f"steps={args.steps}", "warm_start_steps=0", "eval_problems=16", "eval_every=0",
-        "checkpoint_every=0", "report_to=[]", f"task.options.data_dir={gsm8k}",
+        f"loop.steps={args.steps}", "warm_start_steps=0", "eval_problems=16", "eval_every=0",
+        "loop.checkpoint_every=0", "loop.report_to=[]", f"task.options.data_dir={gsm8k}",
     ]  # fmt: skip
     step_time = run(1, overrides, config="dlr_gsm8k_qwen.yaml")
     samples = 64 * 8  # the config's questions_per_step x group_size

@@ -48,8 +48,8 @@ def one_step_plugin(model_dir: Path, demo: DemoConfig, output_dir: Path) -> Path
     """A DLR plugin after one RL step: the same compute per request as a trained one."""
     options = [f"task.options.{k}={v}" for k, v in demo.task.options.items()]
     dlr.main(ROOT / "configs" / "dlr_arith_tiny.yaml", [
-        f"main_model={model_dir}", f"output_dir={output_dir}", "steps=1", "questions_per_step=4",
-        "group_size=4", "decode_k=4", "eval_problems=4", "checkpoint_every=0",
+        f"main_model={model_dir}", f"output_dir={output_dir}", "loop.steps=1", "questions_per_step=4",
+        "group_size=4", "decode_k=4", "eval_problems=4", "loop.checkpoint_every=0",
         "warm_start_steps=0", "rollout.backend=hf", *options,
     ])  # fmt: skip
     return output_dir / "plugin"

@@ -62,13 +62,16 @@ def cached_folder(
     """``CACHE/tiny/KIND-KEY``, the folder ``build(staging)`` writes, keyed by every setting
     that shapes it (a format version among them); built once, atomically, so an
     interrupted build never leaves a half-written model behind. ``latentrl_tiny.json``
-    records the settings and what ``build`` returns."""
+    records the settings and what ``build`` returns.
+
+    The build runs on a fork of torch's global random state: a run that builds the
+    folder then draws the same numbers as one that finds it cached."""
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     folder = Path(cache_dir or default_cache_dir()) / "tiny" / f"{kind}-{key}"
     if (folder / "latentrl_tiny.json").is_file():
         return folder
     started = time.perf_counter()
-    with atomic_folder(folder) as staging:
+    with atomic_folder(folder) as staging, torch.random.fork_rng(devices=[]):
         record = {**settings, **build(staging), "seconds": round(time.perf_counter() - started, 1)}
         (staging / "latentrl_tiny.json").write_text(json.dumps(record, indent=2))
     logger.info("%s cached at %s (%s)", kind, folder, record)

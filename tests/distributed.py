@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from latentrl.trainers.common import read_metrics
+from latentrl.trainers.metrics import read_metrics
 from tests.conftest import REPO_ROOT
 
 

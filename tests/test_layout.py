@@ -98,3 +98,56 @@ def test_source_folders_cannot_be_imported_as_a_second_copy(folder):
     )
     assert result.returncode != 0
     assert f"ImportError: import latentrl.{folder}, not {folder}" in result.stderr
+
+
+MAX_FILE_LINES, MAX_FUNCTION_LINES = 600, 80
+RECIPES = ["dlr", "cocova", "laser"]
+REPEAT_WINDOW = 6
+
+
+def test_no_source_file_or_function_is_too_long():
+    too_long = []
+    for path in source_modules().values():
+        source = path.read_text()
+        if source.count("\n") > MAX_FILE_LINES:
+            too_long.append(f"{path.relative_to(ROOT)}: {source.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    too_long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: {length}")
+    assert too_long == []
+
+
+def code_lines(path: Path) -> list[tuple[int, str]]:
+    """(line number, stripped text) of a file's code: no blank lines, no lines of brackets
+    only, no import statements (recipes importing the same names repeat nothing)."""
+    source = path.read_text()
+    imports = {
+        line
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for line in range(node.lineno, node.end_lineno + 1)
+    }
+    return [
+        (number, text.strip())
+        for number, text in enumerate(source.splitlines(), 1)
+        if number not in imports
+        and text.strip().strip("()[]{},:")
+        and text.strip() != ")  # fmt: skip"
+    ]
+
+
+def test_the_recipes_share_their_skeleton_instead_of_copying_it():
+    seen: dict[tuple[str, ...], str] = {}
+    copies = []
+    for recipe in RECIPES:
+        path = ROOT / "latentrl" / "trainers" / f"{recipe}.py"
+        lines = code_lines(path)
+        for i in range(len(lines) - REPEAT_WINDOW + 1):
+            window = tuple(text for _, text in lines[i : i + REPEAT_WINDOW])
+            where = f"{recipe}.py:{lines[i][0]}"
+            first = seen.setdefault(window, where)
+            if not first.startswith(f"{recipe}.py"):
+                copies.append(f"{where} repeats {first}")
+    assert copies == []

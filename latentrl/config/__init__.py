@@ -37,6 +37,7 @@ from latentrl.config.recipes import (
 from latentrl.config.sections import (
     LaSERLossConfig,
     LatentPluginSettings,
+    LoopConfig,
     LQFormerSettings,
     PretrainConfig,
     RationaleConfig,
@@ -59,6 +60,7 @@ __all__ = [
     "LaSERConfig",
     "LaSERLossConfig",
     "LatentPluginSettings",
+    "LoopConfig",
     "PretrainConfig",
     "RationaleConfig",
     "RetrievalEvalConfig",

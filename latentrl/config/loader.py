@@ -143,6 +143,15 @@ def _build(
     for key in values:
         if key not in fields:
             src = _source(prefix + str(key), sources, file_label)
+            sections = [
+                name
+                for name in fields
+                if dataclasses.is_dataclass(hints[name])
+                and key in {f.name for f in dataclasses.fields(hints[name])}
+            ]
+            if sections:  # e.g. `steps`, which moved into the `loop` section
+                hint = " or ".join(f"'{prefix}{name}.{key}'" for name in sections)
+                raise ConfigError(f"unknown key '{prefix}{key}' (in {src}); did you mean {hint}?")
             known = ", ".join(sorted(fields))
             raise ConfigError(f"unknown key '{prefix}{key}' (in {src}); known keys: {known}")
     kwargs: dict[str, Any] = {}

@@ -16,6 +16,7 @@ from latentrl.config.loader import (
 from latentrl.config.sections import (
     LaSERLossConfig,
     LatentPluginSettings,
+    LoopConfig,
     LQFormerSettings,
     PretrainConfig,
     RationaleConfig,
@@ -159,9 +160,10 @@ class DLRConfig:
     task: TaskConfig = field(default_factory=TaskConfig)
     plugin: LatentPluginSettings = field(default_factory=LatentPluginSettings)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+    """RL steps (one batch of questions each), learning rate, ... (steps 200, lr 1e-4,
+    constant, checkpoint every 50)."""
 
-    steps: int = 200
-    """RL steps (one batch of questions each)."""
     questions_per_step: int = 64
     group_size: int = 8
     """G: latent samples per question."""
@@ -177,15 +179,6 @@ class DLRConfig:
     entropy_coef: float = 0.0
     advantage: Literal["grpo", "rloo"] = "grpo"
     normalize_std: bool = True
-    learning_rate: float = 1e-4
-    lr_schedule: Literal["constant", "cosine"] = "constant"
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    gradient_accumulation_steps: int = 1
-    """Micro-batches per optimiser step: each process's questions are split into this many
-    and accelerate accumulates their gradients (memory for a large assistant). The
-    contrastive term's negatives then come from one micro-batch at a time."""
 
     contrastive: Literal["none", "reward_infonce", "mv_infonce", "mv_dhel"] = "reward_infonce"
     contrastive_weight: float = 0.05
@@ -218,27 +211,20 @@ class DLRConfig:
     """Held-out problems for the before/after evaluation."""
     eval_every: int = 0
     """Evaluate (and keep the best plugin) every N steps; 0 = only at the end."""
-    checkpoint_every: int = 50
     output_dir: str = "runs/dlr"
     seed: int = 0
-    mixed_precision: Literal["none", "bf16", "fp16"] = "none"
-    """Through accelerate ("none" rather than its "no", which YAML reads as false)."""
-    report_to: list[str] = field(default_factory=list)
-    """Extra trackers through accelerate: tensorboard, wandb, trackio."""
 
     def __post_init__(self) -> None:
         require_model_references(self, "main_model", "assistant_model")
         require_positive(
-            self, "steps", "questions_per_step", "group_size", "decode_k", "ppo_epochs",
+            self, "questions_per_step", "group_size", "decode_k", "ppo_epochs",
             "decode_max_tokens", "eval_problems", "warm_start_batch_size", "clip_eps",
-            "learning_rate", "contrastive_tau", "max_grad_norm", "warm_start_learning_rate",
-            "gradient_accumulation_steps",
+            "contrastive_tau", "warm_start_learning_rate",
         )  # fmt: skip
         require_non_negative(
             self, "kl_coef", "entropy_coef", "contrastive_weight", "value_coef",
-            "correctness_weight", "format_weight", "likelihood_weight", "weight_decay",
-            "warm_start_steps", "warmup_steps", "eval_every", "checkpoint_every",
-            "decode_temperature",
+            "correctness_weight", "format_weight", "likelihood_weight",
+            "warm_start_steps", "eval_every", "decode_temperature",
         )  # fmt: skip
         if self.decode_k > self.group_size:
             raise ValueError(
@@ -348,41 +334,33 @@ class LaSERConfig:
     loss: LaSERLossConfig = field(default_factory=LaSERLossConfig)
     rationale: RationaleConfig = field(default_factory=RationaleConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    loop: LoopConfig = field(
+        default_factory=lambda: LoopConfig(
+            steps=300,
+            learning_rate=1e-3,
+            lr_schedule="cosine",
+            warmup_steps=20,
+            checkpoint_every=100,
+        )  # fmt: skip
+    )
+    """Steps 300, lr 1e-3, cosine after 20 warm-up steps, checkpoint every 100. With
+    gradient accumulation each query scores against its micro-batch's documents only."""
 
-    steps: int = 300
     batch_size: int = 32
     """Queries per step (their positives are the in-batch documents)."""
-    gradient_accumulation_steps: int = 1
-    """Micro-batches per optimiser step: the step's queries are split into this many and
-    accelerate accumulates their gradients (memory for a large backbone). Each query then
-    scores against its micro-batch's documents only (its positives and hard negatives), so
-    every loss term sees fewer in-batch negatives than one batch of ``batch_size``."""
     hard_negatives: int = 1
     """BM25-mined negatives per query, never a held-out query's document."""
-    learning_rate: float = 1e-3
-    warmup_steps: int = 20
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
     encode_batch_size: int = 64
     """Documents per forward pass when encoding the corpus for evaluation."""
-    checkpoint_every: int = 100
     output_dir: str = "runs/laser"
     seed: int = 0
-    mixed_precision: Literal["none", "bf16", "fp16"] = "none"
-    """Through accelerate ("none" rather than its "no", which YAML reads as false)."""
-    report_to: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if (self.model is None) == (self.tiny is None):
             raise ValueError("model: give exactly one of model (a folder or Hub id) and tiny")
         require_model_references(self, "model")
-        require_positive(
-            self, "steps", "batch_size", "learning_rate", "max_grad_norm", "encode_batch_size",
-            "gradient_accumulation_steps",
-        )  # fmt: skip
-        require_non_negative(
-            self, "hard_negatives", "warmup_steps", "weight_decay", "checkpoint_every"
-        )
+        require_positive(self, "batch_size", "encode_batch_size")
+        require_non_negative(self, "hard_negatives")
 
 
 @dataclass
@@ -438,25 +416,21 @@ class CoCoVaConfig:
     lora_rank: int = 8
     lora_alpha: int = 16
 
-    steps: int = 2000
+    loop: LoopConfig = field(
+        default_factory=lambda: LoopConfig(
+            steps=2000, learning_rate=1e-3, warmup_steps=50, checkpoint_every=500
+        )
+    )
+    """Steps 2000, lr 1e-3, constant after 50 warm-up steps, checkpoint every 500. With
+    gradient accumulation the answer loss stays the mean over all the step's answer tokens."""
     time_budget_s: float = 0.0
     """Stop after this many seconds of training (0: no limit), for equal-budget comparisons."""
     batch_size: int = 64
     """Rows a step, over all processes (each takes ``batch_size / processes``)."""
-    gradient_accumulation_steps: int = 1
-    """Micro-batches per optimiser step: the step's rows are split into this many and
-    accelerate accumulates their gradients (memory for a large model). The answer loss
-    stays the mean over all the step's answer tokens; the InfoNCE terms' in-batch
-    negatives then come from one micro-batch (``batch_size / gradient_accumulation_steps``
-    rows) at a time."""
-    learning_rate: float = 1e-3
     gate_learning_rate: float = 1e-3
     """Learning rate of the LQ-Former's gate alpha (a single scalar, no weight decay).
     Measured on ``shapes_vqa``: at 0.05 the gate opens within a few hundred steps and
     accuracy drops; at the model's learning rate the block's update grows instead."""
-    warmup_steps: int = 50
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
     answer_weight: float = 1.0
     infonce_weight: float = 0.1
     """Both InfoNCE terms (thoughts vs image, thoughts vs question); 0 switches them off."""
@@ -470,27 +444,23 @@ class CoCoVaConfig:
     """Decode the held-out rows every N steps (0: only at the end)."""
     answer_cue: str = "Answer:"
     decode_max_tokens: int = 4
-    checkpoint_every: int = 500
     output_dir: str = "runs/cocova"
     seed: int = 0
-    mixed_precision: Literal["none", "bf16", "fp16"] = "none"
-    """Through accelerate ("none" rather than its "no", which YAML reads as false)."""
-    report_to: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         require_positive(
-            self, "steps", "batch_size", "learning_rate", "max_grad_norm", "train_examples",
-            "eval_problems", "decode_max_tokens", "lora_rank", "diffusion_timesteps", "gate_learning_rate",
-            "gradient_accumulation_steps",
+            self, "batch_size", "train_examples", "eval_problems", "decode_max_tokens",
+            "lora_rank", "diffusion_timesteps", "gate_learning_rate",
         )  # fmt: skip
         require_non_negative(
-            self, "time_budget_s", "warmup_steps", "weight_decay", "answer_weight",
-            "infonce_weight", "diffusion_weight", "eval_every", "checkpoint_every",
+            self, "time_budget_s", "answer_weight", "infonce_weight", "diffusion_weight",
+            "eval_every",
         )  # fmt: skip
         if not 0.0 <= self.tiny_lm_thought_rate <= 1.0:
             raise ValueError("tiny_lm_thought_rate: must be in [0, 1]")
-        if self.batch_size < 2 * self.gradient_accumulation_steps and self.infonce_weight > 0:
+        micro_batches = self.loop.gradient_accumulation_steps
+        if self.batch_size < 2 * micro_batches and self.infonce_weight > 0:
             raise ValueError(
                 "batch_size: InfoNCE needs at least 2 rows a micro-batch "
-                "(batch_size / gradient_accumulation_steps; or infonce_weight=0)"
+                "(batch_size / loop.gradient_accumulation_steps; or infonce_weight=0)"
             )

@@ -45,6 +45,39 @@ class RolloutConfig:
 
 
 @dataclass
+class LoopConfig:
+    """A training recipe's loop (``loop:`` in DLR's, CoCoVa's and LaSER's configs; each
+    recipe has its own defaults)."""
+
+    steps: int = 200
+    """Optimiser steps."""
+    learning_rate: float = 1e-4
+    lr_schedule: Literal["constant", "cosine", "linear"] = "constant"
+    """The learning rate after ``warmup_steps`` of linear warm-up from 0
+    (``transformers.get_scheduler``)."""
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    gradient_accumulation_steps: int = 1
+    """Micro-batches per optimiser step: a step's batch is split into this many and
+    accelerate accumulates their gradients (memory for a large model). In-batch negatives
+    (DLR's contrastive term, CoCoVa's InfoNCE, LaSER's documents) then come from one
+    micro-batch at a time."""
+    checkpoint_every: int = 50
+    """Save a resumable checkpoint every N steps (0: never); the last two are kept."""
+    mixed_precision: Literal["none", "bf16", "fp16"] = "none"
+    """Through accelerate ("none" rather than its "no", which YAML reads as false)."""
+    report_to: list[str] = field(default_factory=list)
+    """Extra trackers through accelerate: tensorboard, wandb, trackio."""
+
+    def __post_init__(self) -> None:
+        require_positive(
+            self, "steps", "learning_rate", "max_grad_norm", "gradient_accumulation_steps"
+        )
+        require_non_negative(self, "warmup_steps", "weight_decay", "checkpoint_every")
+
+
+@dataclass
 class TinyModelConfig:
     """A tiny Qwen2-architecture causal LM and its locally trained tokenizer."""
 

@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
-from latentrl.config import LatentPluginSettings
+from latentrl.config import ConfigError, LatentPluginSettings
 from latentrl.io import atomic_folder
 from latentrl.models.named import prepared_folder, resolve_model
 from latentrl.models.tokens import (
@@ -220,6 +220,37 @@ class LatentPlugin(nn.Module):
             settings.latent_position,
         )  # fmt: skip
 
+    def solution_inputs(
+        self,
+        embed_tokens: nn.Module,
+        tokenizer,
+        prompts: Sequence[str],
+        targets: Sequence[str],
+        latents: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Teacher-forced main-model inputs [B, L, H] (each prompt with its projected latents
+        [B, N, H], then its target and EOS), labels [B, L] on the target tokens only (-100
+        elsewhere) and the attention mask; right-padded, on the embeddings' device."""
+        device = embed_tokens.weight.device
+        inputs, labels = [], []
+        for prompt, target, vectors in zip(prompts, targets, latents, strict=True):
+            prompt_embeds = self.inject(embed_tokens, tokenizer, prompt, vectors)
+            ids = tokenizer(target, add_special_tokens=False)["input_ids"]
+            ids.append(tokenizer.eos_token_id)
+            inputs.append(
+                torch.cat([prompt_embeds, embed_tokens(torch.tensor(ids, device=device))])
+            )
+            labels.append([-100] * prompt_embeds.shape[0] + ids)
+        width = max(len(label) for label in labels)
+        padded = inputs[0].new_zeros(len(inputs), width, inputs[0].shape[1])
+        label_ids = torch.full((len(inputs), width), -100, device=device)
+        mask = torch.zeros(len(inputs), width, dtype=torch.long, device=device)
+        for i, (x, label) in enumerate(zip(inputs, labels, strict=True)):
+            padded[i, : x.shape[0]] = x
+            label_ids[i, : len(label)] = torch.tensor(label)
+            mask[i, : x.shape[0]] = 1
+        return padded, label_ids, mask
+
     @torch.no_grad()
     def mean_latent_prompts(
         self, embed_tokens: nn.Module, tokenizer, rows: Sequence[Mapping], batch_size: int = 64
@@ -286,6 +317,43 @@ class LatentPlugin(nn.Module):
             getattr(plugin, name).load_state_dict(part, strict=True)
         plugin.eval()
         return plugin
+
+    @classmethod
+    def for_main_model(
+        cls,
+        settings: LatentPluginSettings,
+        main_model: str,
+        main_embeddings: nn.Embedding,
+        main_tokenizer: PreTrainedTokenizerBase,
+        assistant_model: str | None = None,
+    ) -> LatentPlugin:
+        """A new, untrained plugin for ``main_model`` (given its input embeddings and
+        tokenizer): the assistant from ``assistant_model`` (default: a trainable copy of the
+        main model), under a LoRA adapter when ``settings.lora``."""
+        if settings.use_markers:
+            vocab = main_tokenizer.get_vocab()
+            missing = [t for t in (LATENT_START_TOKEN, LATENT_END_TOKEN) if t not in vocab]
+            if missing:
+                raise ConfigError(
+                    f"plugin.use_markers: the main model's tokenizer has no {missing}; "
+                    "set plugin.use_markers=false for this model"
+                )
+        assistant_path = resolve_model(assistant_model or main_model)
+        assistant, tokenizer = load_assistant(assistant_path)
+        if settings.lora:
+            from peft import LoraConfig, get_peft_model
+
+            lora = LoraConfig(
+                r=settings.lora_rank, lora_alpha=settings.lora_alpha, target_modules="all-linear"
+            )
+            assistant = get_peft_model(assistant, lora)
+        config = LatentPluginConfig(
+            main_model=str(main_model),
+            main_hidden_size=main_embeddings.embedding_dim,
+            assistant_model=str(assistant_path),
+            settings=settings,
+        )
+        return cls(config, assistant, tokenizer, embedding_rms(main_embeddings.weight))
 
 
 def load_assistant(path: str | Path) -> tuple[nn.Module, PreTrainedTokenizerBase]:

@@ -3,6 +3,7 @@ never runs itself, or a model with its LoRA adapter merged in, which any engine 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -56,3 +57,12 @@ def merge_adapter(model: str, adapter: str, folder: Path) -> Path:
     merged.merge_and_unload().save_pretrained(folder)
     AutoTokenizer.from_pretrained(model).save_pretrained(folder)
     return folder
+
+
+def fingerprint(model: torch.nn.Module) -> dict[str, str]:
+    """SHA-256 of every tensor's bytes: proves a frozen model bit-identical without holding
+    a second copy of it (a 7B main model would double its memory)."""
+    return {
+        name: hashlib.sha256(t.detach().cpu().contiguous().view(torch.uint8).numpy()).hexdigest()
+        for name, t in model.state_dict().items()
+    }

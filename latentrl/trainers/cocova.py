@@ -20,7 +20,7 @@ Under ``accelerate launch --num_processes N`` (one process per GPU; CPU processe
 gloo where there is none) each process takes a contiguous share of every step's batch
 (``batch_size`` must divide by N) and of the held-out rows; the InfoNCE terms contrast
 against every process's rows, so the loss, the logged numbers and the trained plugin are
-those of one process with the same batch. With ``gradient_accumulation_steps`` G the
+those of one process with the same batch. With ``loop.gradient_accumulation_steps`` G the
 step's batch is split into G micro-batches, each shared out like a whole step, and
 accelerate accumulates their gradients (the InfoNCE negatives: one micro-batch's rows).
 The models and each step's tensors live on accelerate's device; the precomputed visual
@@ -46,15 +46,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from accelerate.utils import gather_object
-from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from latentrl.config import (
-    CoCoVaConfig,
-    ConfigError,
-    load_config,
-    save_config,
-)
+from latentrl.config import CoCoVaConfig, ConfigError, load_config
 from latentrl.data.vqa import (
     EncodedRow,
     accuracy_table,
@@ -78,39 +72,23 @@ from latentrl.rollout import make_engine
 from latentrl.tasks import get_task
 from latentrl.trainers.common import (
     EpochSampler,
-    MetricsLog,
     Objective,
+    Recipe,
     accumulated_step,
-    end_run,
     gather_with_grad,
-    latest_checkpoint,
-    make_accelerator,
     mean_over_processes,
     process_share,
-    read_training_state,
-    require_even_split,
-    save_checkpoint,
-    write_training_state,
-)
-
-CURVE_KEYS = (
-    "answer_loss",
-    "answer_accuracy",
-    "infonce_loss",
-    "diffusion_loss",
-    "gate",
-    "update_ratio_2",
-    "eval_accuracy",
 )
 
 
-class CoCoVaTrainer:
+class CoCoVaTrainer(Recipe):
     """setup() -> train() -> cleanup(); see :func:`main`."""
 
-    def __init__(self, cfg: CoCoVaConfig, resume: bool = False) -> None:
-        self.cfg = cfg
-        self.resume = resume
-        self.run_dir = Path(cfg.output_dir)
+    name = "CoCoVa"
+    curve_keys = (
+        "answer_loss", "answer_accuracy", "infonce_loss", "diffusion_loss", "gate",
+        "update_ratio_2", "eval_accuracy",
+    )  # fmt: skip
 
     # ---- setup ---------------------------------------------------------------------------
 
@@ -121,11 +99,36 @@ class CoCoVaTrainer:
                 raise ConfigError(
                     f"missing required key {key!r} (a model folder, Hub id or 'tiny')"
                 )
-        self.accelerator = make_accelerator(cfg, self.run_dir)
-        require_even_split(
-            self.accelerator, "batch_size", cfg.batch_size, "rows", cfg.gradient_accumulation_steps
+        self.open_run("batch_size", "rows", generators={"data": 1, "noise": 2})
+        self._resolve_tiny_models()
+        self.task = get_task(cfg.task.name, kind="vqa")
+        self.train_rows = self.task.load("train", limit=cfg.train_examples, **cfg.task.options)
+        self.eval_rows = self.task.load("test", limit=cfg.eval_problems, **cfg.task.options)
+        self._load_models()
+        if cfg.lm_mode == "lora":
+            from peft import LoraConfig, get_peft_model
+
+            self.lm = get_peft_model(
+                self.lm,
+                LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, target_modules="all-linear"),
+            )
+        self.uses_thoughts = cfg.plugin.architecture == "lqformer"
+        # DDP over every module with trainable weights (the LoRA language model too).
+        modules = {"plugin": self.plugin, **({"lm": self.lm} if cfg.lm_mode == "lora" else {})}
+        self.objective = self.prepare_training(
+            Objective(self._losses, **modules), self._parameter_groups()
         )
-        # The main process builds (and caches) the tiny models; the others then load them.
+        self.schedule = NoiseSchedule(cfg.diffusion_timesteps)
+        # Indices: every process draws the step's whole batch and takes its share.
+        self.sampler = EpochSampler(
+            range(len(self.train_rows)), self.generators["data"], self.state
+        )
+        self.engine = None
+        self.start_or_resume()
+
+    def _resolve_tiny_models(self) -> None:
+        """``tiny`` models become their cached folders, built by the main process first."""
+        cfg = self.cfg
         with self.accelerator.main_process_first():
             if cfg.vision_encoder == "tiny":
                 cfg.vision_encoder = str(pretrained_tiny_vit(cfg.tiny_vit, cfg.task.options))
@@ -139,17 +142,11 @@ class CoCoVaTrainer:
                         thought_rate=cfg.tiny_lm_thought_rate,
                     )
                 )
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, self.run_dir / "config.yaml")
-        torch.manual_seed(cfg.seed)
-        self.data_generator = torch.Generator().manual_seed(cfg.seed + 1)
-        self.noise_generator = torch.Generator().manual_seed(cfg.seed + 2)
 
-        task = get_task(cfg.task.name, kind="vqa")
-        self.task = task
-        self.train_rows = task.load("train", limit=cfg.train_examples, **cfg.task.options)
-        self.eval_rows = task.load("test", limit=cfg.eval_problems, **cfg.task.options)
-
+    def _load_models(self) -> None:
+        """The frozen language model and vision encoder (whose features are computed once
+        here), the plugin, and the rows encoded for the language model."""
+        cfg = self.cfg
         language_model = resolve_model(cfg.language_model)
         self.tokenizer = AutoTokenizer.from_pretrained(language_model)
         # The frozen model is no prepared module: placed here (LoRA adapters follow it).
@@ -188,53 +185,19 @@ class CoCoVaTrainer:
         )
         self.majority = majority_answers(self.train_rows)
 
-        if cfg.lm_mode == "lora":
-            from peft import LoraConfig, get_peft_model
-
-            self.lm = get_peft_model(
-                self.lm,
-                LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, target_modules="all-linear"),
-            )
-        self.uses_thoughts = cfg.plugin.architecture == "lqformer"
+    def _parameter_groups(self) -> list[dict]:
+        """Every trainable weight at the loop's learning rate; the gate at its own."""
         trainable = [
             p for p in [*self.plugin.parameters(), *self.lm.parameters()] if p.requires_grad
         ]
-        groups = [{"params": trainable}]
-        if self.uses_thoughts:
-            # The gate is one scalar that scales every update: its own learning rate, no decay.
-            gate = self.plugin.lqformer.gate
-            groups = [
-                {"params": [p for p in trainable if p is not gate]},
-                {"params": [gate], "lr": cfg.gate_learning_rate, "weight_decay": 0.0},
-            ]
-        optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: min(1.0, (step + 1) / max(1, cfg.warmup_steps))
-        )
-        # DDP over every module with trainable weights (the LoRA language model too).
-        modules = {"plugin": self.plugin, **({"lm": self.lm} if cfg.lm_mode == "lora" else {})}
-        self.objective, self.optimizer = self.accelerator.prepare(
-            Objective(self._losses, **modules), optimizer
-        )
-        self.schedule = NoiseSchedule(cfg.diffusion_timesteps)
-
-        self.step, self.elapsed = 0, 0.0
-        # Indices: every process draws the step's whole batch and takes its share.
-        self.sampler = EpochSampler(range(len(self.train_rows)), self.data_generator)
-        self.engine = None
-        resume_from = latest_checkpoint(self.run_dir) if self.resume else None
-        if resume_from is not None:
-            self._load_checkpoint(resume_from)
-        self.metrics = MetricsLog(
-            self.run_dir, self.accelerator, resume_step=self.step if resume_from else None
-        )
-        if cfg.report_to:
-            self.accelerator.init_trackers("latentrl-cocova", config=asdict(cfg))
-
-    @property
-    def device(self) -> torch.device:
-        """Where the models and each step's tensors live (accelerate's choice)."""
-        return self.accelerator.device
+        if not self.uses_thoughts:
+            return [{"params": trainable}]
+        # The gate is one scalar that scales every update: its own learning rate, no decay.
+        gate = self.plugin.lqformer.gate
+        return [
+            {"params": [p for p in trainable if p is not gate]},
+            {"params": [gate], "lr": self.cfg.gate_learning_rate, "weight_decay": 0.0},
+        ]
 
     # ---- the objective -------------------------------------------------------------------
 
@@ -316,7 +279,7 @@ class CoCoVaTrainer:
         return loss, stats
 
     def _step(self) -> dict[str, float]:
-        """One optimiser step, accumulated by accelerate over ``gradient_accumulation_steps``
+        """One optimiser step, accumulated by accelerate over ``loop.gradient_accumulation_steps``
         equal micro-batches of the step's rows, each shared out over the processes."""
         cfg = self.cfg
         picks = self.sampler.draw(self.cfg.batch_size)
@@ -326,8 +289,8 @@ class CoCoVaTrainer:
             # Drawn for the whole batch on every process: the random stream does not
             # depend on the number of processes or micro-batches.
             shape = (len(picks), *self.train_visual.shape[1:])
-            noise = diffusion_noise(self.schedule, shape, self.noise_generator)  # on the CPU
-        size = len(picks) // cfg.gradient_accumulation_steps
+            noise = diffusion_noise(self.schedule, shape, self.generators["noise"])  # on the CPU
+        size = len(picks) // cfg.loop.gradient_accumulation_steps
         share = process_share(self.accelerator, size)
         micro_batches = []
         for start in range(0, len(picks), size):
@@ -337,24 +300,19 @@ class CoCoVaTrainer:
         self.plugin.train()
         # Equal micro-batches: their mean is the batch's (the answer loss is pre-scaled).
         stats = accumulated_step(
-            self.accelerator, self.objective, self.optimizer, cfg.max_grad_norm, micro_batches
-        )
+            self.accelerator, self.objective, self.optimizer, cfg.loop.max_grad_norm,
+            micro_batches,
+        )  # fmt: skip
         self.scheduler.step()
         if self.uses_thoughts:
             stats["gate"] = math.tanh(self.plugin.lqformer.gate.item())
         return mean_over_processes(self.accelerator, stats)
 
     def train(self) -> None:
-        cfg = self.cfg
-        bar = tqdm(
-            total=cfg.steps,
-            initial=self.step,
-            desc="CoCoVa",
-            mininterval=5.0,
-            disable=not self.accelerator.is_main_process,
-        )
-        while self.step < cfg.steps and not (
-            cfg.time_budget_s and self.elapsed >= cfg.time_budget_s
+        cfg, state = self.cfg, self.state
+        bar = self.progress_bar()
+        while state.step < cfg.loop.steps and not (
+            cfg.time_budget_s and state.elapsed_s >= cfg.time_budget_s
         ):
             started = time.perf_counter()
             metrics = self._step()
@@ -362,20 +320,15 @@ class CoCoVaTrainer:
             seconds = torch.tensor(
                 [time.perf_counter() - started], dtype=torch.float64, device=self.device
             )
-            self.elapsed += self.accelerator.gather(seconds).max().item()
-            self.step += 1
-            metrics |= {"lr": self.scheduler.get_last_lr()[0], "elapsed_s": self.elapsed}
-            if cfg.eval_every and self.step % cfg.eval_every == 0:
+            state.elapsed_s += self.accelerator.gather(seconds).max().item()
+            state.step += 1
+            metrics |= {"lr": self.scheduler.get_last_lr()[0], "elapsed_s": state.elapsed_s}
+            if cfg.eval_every and state.step % cfg.eval_every == 0:
                 metrics["eval_accuracy"] = self.evaluate()[0]["accuracy"]
-            self.metrics.log(self.step, metrics)
-            bar.update(1)
-            bar.set_postfix(
-                loss=f"{metrics['answer_loss']:.3f}",
+            self.end_step(
+                bar, metrics, loss=f"{metrics['answer_loss']:.3f}",
                 acc=f"{metrics['answer_accuracy']:.3f}",
-                refresh=False,  # redraw at the bar's own interval, not every step
-            )
-            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
-                self._save_checkpoint()
+            )  # fmt: skip
         bar.close()
 
     # ---- evaluation ----------------------------------------------------------------------
@@ -417,40 +370,16 @@ class CoCoVaTrainer:
 
     # ---- checkpoints ---------------------------------------------------------------------
 
-    def _lora_state(self) -> dict[str, torch.Tensor]:
-        return {k: v for k, v in self.lm.state_dict().items() if "lora_" in k}
+    def save_parts(self, folder: Path) -> None:
+        self.plugin.save_pretrained(folder / "plugin")
+        lora = {k: v for k, v in self.lm.state_dict().items() if "lora_" in k}
+        torch.save(lora, folder / "lora.pt")
 
-    @property
-    def _generators(self) -> dict[str, torch.Generator]:
-        return {"data": self.data_generator, "noise": self.noise_generator}
-
-    def _save_checkpoint(self) -> Path:
-        def write(folder: Path) -> None:
-            self.plugin.save_pretrained(folder / "plugin")
-            counters = {
-                "step": self.step,
-                "position": self.sampler.position,
-                "elapsed_s": self.elapsed,
-            }
-            write_training_state(
-                folder, self.optimizer, self.scheduler, self._generators, counters,
-                order=self.sampler.order, lora=self._lora_state(),
-            )  # fmt: skip
-
-        if not self.accelerator.is_main_process:
-            return self.run_dir
-        return save_checkpoint(self.run_dir, self.step, write)
-
-    def _load_checkpoint(self, folder: Path) -> None:
+    def load_parts(self, folder: Path) -> None:
         self.plugin.load_state_dict(CoCoVaPlugin.from_pretrained(folder / "plugin").state_dict())
-        counters, extra = read_training_state(
-            folder, self.optimizer, self.scheduler, self._generators
-        )
-        if extra["lora"]:
-            self.lm.load_state_dict(extra["lora"], strict=False)
-        self.sampler.order, self.sampler.position = extra["order"], counters["position"]
-        self.step = counters["step"]
-        self.elapsed = counters["elapsed_s"]
+        lora = torch.load(folder / "lora.pt", map_location=self.device)
+        if lora:
+            self.lm.load_state_dict(lora, strict=False)
 
     # ---- end of run ----------------------------------------------------------------------
 
@@ -459,13 +388,15 @@ class CoCoVaTrainer:
         plugin_dir = self.run_dir / "plugin"
         if self.cfg.lm_mode == "lora":
             self.plugin.config.language_model = self._decoding_model()
-        self.plugin.config.extra = {"steps": self.step, "train_seconds": round(self.elapsed, 1)}
+        self.plugin.config.extra = {
+            "steps": self.state.step,
+            "train_seconds": round(self.state.elapsed_s, 1),
+        }
         if self.accelerator.is_main_process:
             self.plugin.save_pretrained(plugin_dir)
-        self.metrics.plot(CURVE_KEYS, "CoCoVa training")
         if self.engine is not None:
             self.engine.close()
-        end_run(self.accelerator)
+        self.finish()
 
 
 def main(config_path: str | None, overrides: Sequence[str], resume: bool = False) -> int:
@@ -484,15 +415,17 @@ def main(config_path: str | None, overrides: Sequence[str], resume: bool = False
     }
     summary = {
         "architecture": cfg.plugin.architecture,
-        "steps": trainer.step,
-        "train_seconds": round(trainer.elapsed, 1),
+        "steps": trainer.state.step,
+        "train_seconds": round(trainer.state.elapsed_s, 1),
         **result,
         **baseline,
         "config": asdict(cfg),
     }
     write_json(trainer.run_dir / "summary.json", summary)
     write_jsonl(trainer.run_dir / "samples.jsonl", samples)
-    print(f"\nCoCoVa ({cfg.plugin.architecture}), {trainer.step} steps in {trainer.elapsed:.0f} s")
+    print(
+        f"\nCoCoVa ({cfg.plugin.architecture}), {trainer.state.step} steps in {trainer.state.elapsed_s:.0f} s"
+    )
     print(format_table(result, baseline))
     print(f"plugin saved to {trainer.run_dir / 'plugin'}")
     return 0

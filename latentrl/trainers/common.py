@@ -1,5 +1,6 @@
-"""What every trainer shares: run folders, metrics, plots, RNG state, atomic checkpoints,
-and the pieces that split a step's global batch across ``accelerate`` processes.
+"""What every trainer shares: the recipe skeleton (:class:`Recipe`, :class:`TrainState`,
+:class:`EpochSampler`), run folders, RNG state, atomic checkpoints, and the pieces that
+split a step's global batch across ``accelerate`` processes.
 
 A run folder holds ``config.yaml``, ``metrics.jsonl`` (one JSON object per step),
 ``checkpoint-NNNNNN/`` folders and, at the end, ``curves.png``. A checkpoint folder is
@@ -15,20 +16,26 @@ import random
 import shutil
 import warnings
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import MethodType
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
+from tqdm.auto import tqdm
+from transformers import get_scheduler
 
-from latentrl.config import ConfigError
+from latentrl.config import ConfigError, LoopConfig, save_config
 from latentrl.io import atomic_folder
+from latentrl.trainers.metrics import MetricsLog
 
 CHECKPOINT_PREFIX = "checkpoint-"
 STATE_NAME = "trainer_state.json"
+TRAINING_STATE_NAME = "training_state.pt"
+"""Optimiser, LR scheduler and random states (tensors, unlike the JSON state)."""
 
 
 # ---- RNG state ---------------------------------------------------------------------------
@@ -52,79 +59,50 @@ def set_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator])
         generator.set_state(state["generators"][name])
 
 
+STATE_FORMAT_VERSION = 2
+"""Version of ``trainer_state.json``; 1 (unversioned): before the shared recipe skeleton."""
+
+
+@dataclass
+class TrainState:
+    """Where a run is, saved as ``trainer_state.json`` in every checkpoint: the loop's
+    counters and the data order, so that a resumed run goes on exactly as the
+    uninterrupted one would have."""
+
+    step: int = 0
+    elapsed_s: float = 0.0
+    """Seconds of training so far (the slowest process's), for a time budget."""
+    best_eval: float | None = None
+    """The best held-out score evaluated during training (DLR keeps its plugin)."""
+    order: list[int] = field(default_factory=list)
+    """This epoch's order of the training items (:class:`EpochSampler`)."""
+    position: int = 0
+    """How many of ``order`` are drawn."""
+    format_version: int = STATE_FORMAT_VERSION
+
+
 class EpochSampler:
-    """Draws a recipe's training items in a fresh random order each epoch and remembers
-    where it is (``order``, ``position``: saved in checkpoints), so a resumed run draws
+    """Draws a recipe's training items in a fresh random order each epoch; where it is
+    lives in the run's :class:`TrainState` (``order``, ``position``), so a resumed run draws
     exactly what the uninterrupted run would have."""
 
-    def __init__(self, items: Sequence[Any], generator: torch.Generator) -> None:
+    def __init__(self, items: Sequence[Any], generator: torch.Generator, state: TrainState) -> None:
         self.items = items
         self.generator = generator
-        self.order: list[int] = []
-        self.position = 0
+        self.state = state
 
     def draw(self, count: int) -> list[Any]:
-        picks = []
+        state, picks = self.state, []
         while len(picks) < count:
-            if self.position >= len(self.order):
-                self.order = torch.randperm(len(self.items), generator=self.generator).tolist()
-                self.position = 0
-            picks.append(self.items[self.order[self.position]])
-            self.position += 1
+            if state.position >= len(state.order):
+                state.order = torch.randperm(len(self.items), generator=self.generator).tolist()
+                state.position = 0
+            picks.append(self.items[state.order[state.position]])
+            state.position += 1
         return picks
 
 
 # ---- checkpoints -------------------------------------------------------------------------
-
-
-TRAINING_STATE_NAME = "training_state.pt"
-
-
-def write_training_state(
-    folder: Path,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    generators: dict[str, torch.Generator],
-    counters: dict[str, Any],
-    **extra: Any,
-) -> None:
-    """A checkpoint's training state: optimizer, LR scheduler, every random state and
-    ``extra`` (data order, ...) in ``training_state.pt``; the trainer's counters (step,
-    position, ...) in ``trainer_state.json``."""
-    state = {
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "rng": rng_state(generators),
-        **extra,
-    }
-    torch.save(state, folder / TRAINING_STATE_NAME)
-    (folder / STATE_NAME).write_text(json.dumps(counters, indent=2))
-
-
-def read_training_state(
-    folder: Path,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    generators: dict[str, torch.Generator],
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Restore what :func:`write_training_state` saved; returns (counters, extra)."""
-    # Loaded on the CPU: a GPU run's checkpoint resumes anywhere (the optimizer moves its
-    # state to each parameter's device).
-    state = torch.load(folder / TRAINING_STATE_NAME, map_location="cpu", weights_only=False)
-    optimizer.load_state_dict(state.pop("optimizer"))
-    scheduler.load_state_dict(state.pop("scheduler"))
-    set_rng_state(state.pop("rng"), generators)
-    return json.loads((folder / STATE_NAME).read_text()), state
-
-
-def save_checkpoint(run_dir: Path, step: int, write: Callable[[Path], None], keep: int = 2) -> Path:
-    """Stage a checkpoint with ``write(folder)``, rename it into place, prune old ones."""
-    final = run_dir / f"{CHECKPOINT_PREFIX}{step:06d}"
-    with atomic_folder(final) as staging:
-        write(staging)
-    for old in list_checkpoints(run_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
@@ -146,9 +124,9 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 # share, so the data order and a resumed run do not depend on the number of processes.
 
 
-def make_accelerator(cfg: Any, run_dir: Path) -> Accelerator:
-    """The trainers' Accelerator: a GPU when there is one, ``cfg.mixed_precision``,
-    ``cfg.gradient_accumulation_steps`` and the trackers of ``cfg.report_to``.
+def make_accelerator(loop: LoopConfig, run_dir: Path) -> Accelerator:
+    """The trainers' Accelerator: a GPU when there is one, the ``loop``'s mixed precision,
+    gradient accumulation and trackers.
 
     DDP is told that some parameters may go unused in a step: DLR's projector in RL (only
     the warm start trains it), the heads of a loss switched off by a zero weight, LaSER's
@@ -157,10 +135,10 @@ def make_accelerator(cfg: Any, run_dir: Path) -> Accelerator:
     return Accelerator(
         cpu=not torch.cuda.is_available(),
         # "none" rather than accelerate's "no", which YAML reads as false.
-        mixed_precision="no" if cfg.mixed_precision == "none" else cfg.mixed_precision,
-        log_with=cfg.report_to or None,
+        mixed_precision="no" if loop.mixed_precision == "none" else loop.mixed_precision,
+        log_with=loop.report_to or None,
         project_dir=str(run_dir),
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        gradient_accumulation_steps=loop.gradient_accumulation_steps,
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
 
@@ -178,11 +156,11 @@ def require_even_split(
 ) -> None:
     """A :class:`ConfigError` naming ``key`` unless its ``count`` ``items`` split evenly over
     the processes and ``micro_batches`` (a step's batch is shared out in equal parts;
-    ``micro_batches``: the config's ``gradient_accumulation_steps``)."""
+    ``micro_batches``: ``loop.gradient_accumulation_steps``)."""
     processes = accelerator.num_processes
     if count % (processes * micro_batches):
         accumulation = (
-            f" x {micro_batches} micro-batches (gradient_accumulation_steps)"
+            f" x {micro_batches} micro-batches (loop.gradient_accumulation_steps)"
             if micro_batches > 1
             else ""
         )
@@ -293,94 +271,168 @@ def end_run(accelerator) -> None:
             tracker.finish()
 
 
-# ---- metrics -----------------------------------------------------------------------------
+# ---- the recipe skeleton -----------------------------------------------------------------
+
+LR_SCHEDULES = {"constant": "constant_with_warmup", "cosine": "cosine", "linear": "linear"}
+"""``loop.lr_schedule`` -> ``transformers.get_scheduler``'s name (each warms up linearly)."""
+CHECKPOINTS_KEPT = 2
 
 
-class MetricsLog:
-    """Appends one JSON object per step to ``metrics.jsonl`` and forwards to accelerate's trackers.
+class Recipe:
+    """What the training recipes share. A recipe reads top to bottom as ``setup()`` ->
+    ``train()`` (its own explicit loop over ``state.step``) -> ``cleanup()`` and calls:
 
-    On resume, lines past the resumed step (written after the checkpoint) are dropped so the
-    log reads as one uninterrupted run.
+    - :meth:`open_run`, first in ``setup``: the Accelerator, the check that a step's batch
+      splits evenly, the seeds and the run's generators;
+    - :meth:`prepare_training`: AdamW and the loop's LR schedule, prepared by accelerate;
+    - :meth:`start_or_resume`, last in ``setup``: the run folder and its ``config.yaml``,
+      the latest checkpoint on ``--resume``, the metrics log and the trackers;
+    - :meth:`progress_bar` and :meth:`end_step` in ``train``: the log, the bar and a
+      checkpoint every ``loop.checkpoint_every`` steps;
+    - :meth:`finish`, last in ``cleanup``: the curves, and the end of the accelerate run.
+
+    A checkpoint holds the :class:`TrainState`, the optimiser, the LR scheduler, every
+    random state and what the recipe's :meth:`save_parts` writes (its trained modules);
+    :meth:`load_parts` reads them back.
     """
 
-    def __init__(self, run_dir: Path, accelerator=None, resume_step: int | None = None) -> None:
-        self.path = run_dir / "metrics.jsonl"
-        self.accelerator = accelerator
-        # One writer: in multi-process runs the other processes only forward to trackers.
-        self.writes = accelerator is None or accelerator.is_main_process
-        if not self.writes:
-            return
-        if resume_step is None:
-            self.path.write_text("")
-        else:
-            kept = [row for row in read_metrics(self.path) if row["step"] <= resume_step]
-            self.path.write_text("".join(json.dumps(row) + "\n" for row in kept))
+    name: ClassVar[str]
+    """On the progress bar and the curves; the trackers' project is ``latentrl-<name>``."""
+    curve_keys: ClassVar[tuple[str, ...]]
+    """The metrics plotted in ``curves.png``."""
 
-    def log(self, step: int, metrics: dict[str, float]) -> None:
-        if self.writes:
-            row = {"step": step, **{k: _plain(v) for k, v in metrics.items()}}
-            with self.path.open("a") as handle:
-                handle.write(json.dumps(row) + "\n")
-        if self.accelerator is not None:
-            self.accelerator.log(metrics, step=step)
+    def __init__(self, cfg: Any, resume: bool = False) -> None:
+        self.cfg = cfg
+        self.resume = resume
+        self.run_dir = Path(cfg.output_dir)
+        self.state = TrainState()
+        self.generators: dict[str, torch.Generator] = {}
 
-    def rows(self) -> list[dict[str, Any]]:
-        """Every step logged so far (read back from the file)."""
-        return read_metrics(self.path)
+    def save_parts(self, folder: Path) -> None:
+        """Write the recipe's trained modules into a checkpoint ``folder``."""
+        raise NotImplementedError
 
-    def plot(self, keys: Iterable[str], title: str) -> None:
-        """``curves.png`` beside the log, a panel per metric in ``keys`` (by the writer)."""
-        if self.writes:
-            plot_curves(self.rows(), keys, self.path.with_name("curves.png"), title)
+    def load_parts(self, folder: Path) -> None:
+        """Load what :meth:`save_parts` wrote into the recipe's modules."""
+        raise NotImplementedError
 
+    @property
+    def device(self) -> torch.device:
+        """Where the trained modules, the frozen models and each step's tensors live
+        (accelerate's choice: a GPU when there is one)."""
+        return self.accelerator.device
 
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    # ---- setup ---------------------------------------------------------------------------
 
+    def open_run(self, batch_key: str, items: str, generators: Mapping[str, int]) -> None:
+        """The Accelerator of ``cfg.loop``; a :class:`ConfigError` unless the config's
+        ``batch_key`` (a step's ``items``) splits evenly over the processes and micro-batches;
+        the global seed, and the run's ``generators`` (name -> offset added to the seed)."""
+        cfg = self.cfg
+        self.accelerator = make_accelerator(cfg.loop, self.run_dir)
+        require_even_split(
+            self.accelerator, batch_key, getattr(cfg, batch_key), items,
+            cfg.loop.gradient_accumulation_steps,
+        )  # fmt: skip
+        torch.manual_seed(cfg.seed)
+        self.generators = {
+            name: torch.Generator().manual_seed(cfg.seed + offset)
+            for name, offset in generators.items()
+        }
 
-def plot_curves(
-    metrics: Sequence[dict[str, Any]], keys: Iterable[str], path: Path, title: str
-) -> None:
-    """One PNG with a panel per metric over steps (raw and a moving average)."""
-    import matplotlib
+    def prepare_training(self, module: torch.nn.Module, params: Iterable[Any]) -> torch.nn.Module:
+        """AdamW over ``params`` (tensors or parameter groups) at the loop's learning rate
+        and weight decay, the loop's LR schedule, and ``module`` prepared by accelerate
+        (returned: under several processes, its DDP wrapper)."""
+        loop = self.cfg.loop
+        optimizer = torch.optim.AdamW(params, lr=loop.learning_rate, weight_decay=loop.weight_decay)
+        self.scheduler = get_scheduler(
+            LR_SCHEDULES[loop.lr_schedule],
+            optimizer,
+            num_warmup_steps=loop.warmup_steps,
+            num_training_steps=loop.steps,
+        )
+        prepared, self.optimizer = self.accelerator.prepare(module, optimizer)
+        return prepared
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    def start_or_resume(self) -> None:
+        """The run folder with the config as run; on ``--resume`` the latest checkpoint;
+        the metrics log (cut back to the checkpoint's step) and the trackers."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(self.cfg, self.run_dir / "config.yaml")
+        resume_from = latest_checkpoint(self.run_dir) if self.resume else None
+        if resume_from is not None:
+            self.load_checkpoint(resume_from)
+        self.metrics = MetricsLog(
+            self.run_dir, self.accelerator, self.state.step if resume_from else None
+        )
+        if self.cfg.loop.report_to:
+            self.accelerator.init_trackers(f"latentrl-{self.name.lower()}", asdict(self.cfg))
 
-    keys = [k for k in keys if any(k in row for row in metrics)]
-    if not keys:
-        return
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.2), squeeze=False)
-    for ax, key in zip(axes[0], keys, strict=True):
-        points = [(row["step"], row[key]) for row in metrics if row.get(key) is not None]
-        steps, values = zip(*points, strict=True)
-        ax.plot(steps, values, alpha=0.35, label="per step")
-        ax.plot(steps, moving_average(values, 10), label="moving average (10)")
-        ax.set_title(key)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    # ---- the loop ------------------------------------------------------------------------
 
+    def progress_bar(self) -> tqdm:
+        return tqdm(
+            total=self.cfg.loop.steps,
+            initial=self.state.step,
+            desc=self.name,
+            mininterval=1.0,
+            disable=not self.accelerator.is_main_process,
+        )
 
-def moving_average(values: Sequence[float], window: int) -> list[float]:
-    out, total = [], 0.0
-    for i, value in enumerate(values):
-        total += value
-        if i >= window:
-            total -= values[i - window]
-        out.append(total / min(i + 1, window))
-    return out
+    def end_step(self, bar: tqdm, metrics: dict[str, float], **shown: str) -> None:
+        """Log step ``state.step``'s ``metrics``, advance the ``bar`` (with ``shown`` beside
+        it) and save a checkpoint every ``loop.checkpoint_every`` steps."""
+        self.metrics.log(self.state.step, metrics)
+        bar.update(1)
+        bar.set_postfix(shown, refresh=False)  # redrawn at the bar's interval
+        every = self.cfg.loop.checkpoint_every
+        if every and self.state.step % every == 0:
+            self.save_checkpoint()
 
+    # ---- checkpoints ---------------------------------------------------------------------
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.item()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
+    def save_checkpoint(self) -> Path | None:
+        """``checkpoint-NNNNNN/`` by the main process (None elsewhere): staged, renamed into
+        place when complete, and the older ones pruned to the last two."""
+        if not self.accelerator.is_main_process:
+            return None
+        final = self.run_dir / f"{CHECKPOINT_PREFIX}{self.state.step:06d}"
+        with atomic_folder(final) as staging:
+            self.save_parts(staging)
+            training = {
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "rng": rng_state(self.generators),
+            }
+            torch.save(training, staging / TRAINING_STATE_NAME)
+            (staging / STATE_NAME).write_text(json.dumps(asdict(self.state), indent=2))
+        for old in list_checkpoints(self.run_dir)[:-CHECKPOINTS_KEPT]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def load_checkpoint(self, folder: Path) -> None:
+        """Restore everything :meth:`save_checkpoint` wrote (on every process)."""
+        saved = json.loads((folder / STATE_NAME).read_text())
+        version = saved.get("format_version", 1)
+        if version != STATE_FORMAT_VERSION:
+            raise ConfigError(
+                f"--resume: {folder} holds trainer state format {version}, and this latentrl "
+                f"reads format {STATE_FORMAT_VERSION}; start the run again in a new output_dir"
+            )
+        self.load_parts(folder)
+        # On the CPU: a GPU run's checkpoint resumes anywhere (the optimiser moves its state
+        # to each parameter's device).
+        training = torch.load(folder / TRAINING_STATE_NAME, map_location="cpu", weights_only=False)
+        self.optimizer.load_state_dict(training["optimizer"])
+        self.scheduler.load_state_dict(training["scheduler"])
+        set_rng_state(training["rng"], self.generators)
+        # In place: the recipe's sampler holds this state.
+        vars(self.state).update(asdict(TrainState(**saved)))
+
+    # ---- end of run ----------------------------------------------------------------------
+
+    def finish(self) -> None:
+        """The curves, then the end of the accelerate run (trackers, process group)."""
+        self.metrics.plot(self.curve_keys, f"{self.name} training")
+        end_run(self.accelerator)

@@ -18,11 +18,9 @@ projector by cross-entropy of the gold solution through the frozen main model.
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from typing import NamedTuple
@@ -32,7 +30,7 @@ from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from latentrl.config import ConfigError, DLRConfig, load_config, save_config
+from latentrl.config import ConfigError, DLRConfig, load_config
 from latentrl.io import write_json
 from latentrl.losses import (
     PPOClipLoss,
@@ -47,33 +45,23 @@ from latentrl.losses import (
 )
 from latentrl.models.latent_plugin import (
     LatentPlugin,
-    LatentPluginConfig,
-    embedding_rms,
-    load_assistant,
 )
-from latentrl.models.loading import load_input_embeddings
+from latentrl.models.loading import fingerprint, load_input_embeddings
 from latentrl.models.named import resolve_model
-from latentrl.models.tokens import LATENT_END_TOKEN, LATENT_START_TOKEN
 from latentrl.rewards import DualReward
 from latentrl.rollout import RolloutEngine, SamplingParams, make_engine
 from latentrl.tasks import get_task
 from latentrl.trainers.common import (
     EpochSampler,
-    MetricsLog,
+    Recipe,
     accumulated_step,
-    end_run,
     gather_with_grad,
-    latest_checkpoint,
-    make_accelerator,
     mean_over_processes,
     process_share,
-    read_training_state,
     require_even_split,
-    save_checkpoint,
-    write_training_state,
 )
+from latentrl.trainers.metrics import reward_trend
 
-CURVE_KEYS = ("reward_mean", "accuracy", "decodes_saved", "contrastive_loss")
 LIKELIHOOD_BATCH = 64
 """Sequences per teacher-forced forward pass of the main model for the likelihood reward."""
 
@@ -112,26 +100,18 @@ def select_for_decoding(
     return torch.cat([best, rest.gather(1, picks)], dim=1)
 
 
-def fingerprint(model: torch.nn.Module) -> dict[str, str]:
-    """SHA-256 of every tensor's bytes: proves the frozen main model bit-identical without
-    holding a second copy of it (a 7B main model would double its memory)."""
-    return {
-        name: hashlib.sha256(t.detach().cpu().contiguous().view(torch.uint8).numpy()).hexdigest()
-        for name, t in model.state_dict().items()
-    }
-
-
-class DLRTrainer:
+class DLRTrainer(Recipe):
     """setup() -> warm_start() -> train() -> cleanup(); see :func:`main`."""
+
+    name = "DLR"
+    curve_keys = ("reward_mean", "accuracy", "decodes_saved", "contrastive_loss")
 
     def __init__(
         self, cfg: DLRConfig, resume: bool = False, engine: RolloutEngine | None = None
     ) -> None:
         """``engine``: a rollout engine already serving ``cfg.main_model``, shared with the
         caller (who closes it), e.g. one engine for several seeds; None starts one."""
-        self.cfg = cfg
-        self.resume = resume
-        self.run_dir = Path(cfg.output_dir)
+        super().__init__(cfg, resume)
         self.shared_engine = engine
 
     # ---- setup ---------------------------------------------------------------------------
@@ -139,17 +119,7 @@ class DLRTrainer:
     def setup(self) -> None:
         cfg = self.cfg
         self._check_models()  # before any weights load
-        self.accelerator = make_accelerator(cfg, self.run_dir)
-        require_even_split(
-            self.accelerator, "questions_per_step", cfg.questions_per_step, "questions",
-            cfg.gradient_accumulation_steps,
-        )  # fmt: skip
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, self.run_dir / "config.yaml")
-        torch.manual_seed(cfg.seed)
-        self.sample_generator = torch.Generator().manual_seed(cfg.seed)
-        self.data_generator = torch.Generator().manual_seed(cfg.seed + 1)
-
+        self.open_run("questions_per_step", "questions", generators={"sample": 0, "data": 1})
         self.task = get_task(cfg.task.name)
         self.train_rows = self.task.load("train", **cfg.task.options)
         self.eval_rows = self.task.load("test", limit=cfg.eval_problems, **cfg.task.options)
@@ -161,28 +131,34 @@ class DLRTrainer:
             # A vLLM server decodes: the trainer needs the main model's token embeddings
             # only (the warm start and the likelihood reward run all of it).
             self.main_model = None
-            self.main_embeddings = load_input_embeddings(cfg.main_model)
+            self.main_embeddings = load_input_embeddings(cfg.main_model).to(self.device)
         else:
+            # Frozen, so no prepared module: placed on accelerate's device here.
             self.main_model = AutoModelForCausalLM.from_pretrained(resolve_model(cfg.main_model))
-            self.main_model.requires_grad_(False).eval()
+            self.main_model.requires_grad_(False).eval().to(self.device)
             self.main_embeddings = self.main_model.get_input_embeddings()
         self.main_fingerprint = fingerprint(self._frozen_main)
         self.engine = self.shared_engine or make_engine(cfg.main_model, cfg.rollout)
 
-        self.plugin = self._build_plugin()
+        self.policy = LatentPlugin.for_main_model(
+            cfg.plugin, cfg.main_model, self.main_embeddings, self.tokenizer, cfg.assistant_model
+        )
         self.reference = None
         if cfg.kl_coef > 0:
-            self.reference = copy.deepcopy(self.plugin).requires_grad_(False).eval()
-        trainable = [p for p in self.plugin.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(
-            trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+            self.reference = copy.deepcopy(self.policy).requires_grad_(False).eval()
+            self.reference.to(self.device)
+        # ``plugin``: under several processes, the DDP wrapper of ``policy``, unwrapped once
+        # here (unwrap_model walks every module: under LoRA it took a third of a step).
+        self.plugin = self.prepare_training(
+            self.policy, [p for p in self.policy.parameters() if p.requires_grad]
         )
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
-        self.plugin, self.optimizer = self.accelerator.prepare(self.plugin, self.optimizer)
-        # The plugin itself, under any DDP wrapper; unwrapped once, since unwrap_model walks
-        # every module (under LoRA, per latent, it took a third of an RL step).
-        self.policy: LatentPlugin = self.accelerator.unwrap_model(self.plugin)
+        self._build_objective()
+        self.sampler = EpochSampler(self.train_rows, self.generators["data"], self.state)
+        self.start_or_resume()
 
+    def _build_objective(self) -> None:
+        """The dual reward, PPO's clipped loss, the advantage estimator and the contrastive term."""
+        cfg = self.cfg
         self.reward = DualReward(
             cfg.correctness_weight, cfg.format_weight, format={"style": self.task.answer_format}
         )
@@ -200,18 +176,6 @@ class DLRTrainer:
                 options["num_views"] = cfg.contrastive_views
             self.contrastive = make_contrastive_loss(cfg.contrastive, **options)
 
-        self.step = 0
-        self.best_accuracy = -1.0
-        self.sampler = EpochSampler(self.train_rows, self.data_generator)
-        resume_from = latest_checkpoint(self.run_dir) if self.resume else None
-        if resume_from is not None:
-            self._load_checkpoint(resume_from)
-        self.metrics = MetricsLog(
-            self.run_dir, self.accelerator, resume_step=self.step if resume_from else None
-        )
-        if cfg.report_to:
-            self.accelerator.init_trackers("latentrl-dlr", config=asdict(cfg))
-
     def _check_models(self) -> None:
         cfg = self.cfg
         if not cfg.main_model:
@@ -227,45 +191,6 @@ class DLRTrainer:
                 f"the main model's hidden size {main.hidden_size}; use a linear or mlp projector"
             )
 
-    def _build_plugin(self) -> LatentPlugin:
-        cfg = self.cfg
-        assistant_path = resolve_model(cfg.assistant_model or cfg.main_model)
-        assistant, tokenizer = load_assistant(assistant_path)
-        if cfg.plugin.use_markers:
-            vocab = self.tokenizer.get_vocab()
-            missing = [t for t in (LATENT_START_TOKEN, LATENT_END_TOKEN) if t not in vocab]
-            if missing:
-                raise ConfigError(
-                    f"plugin.use_markers: the main model's tokenizer has no {missing}; "
-                    "set plugin.use_markers=false for this model"
-                )
-        if cfg.plugin.lora:
-            from peft import LoraConfig, get_peft_model
-
-            lora = LoraConfig(
-                r=cfg.plugin.lora_rank,
-                lora_alpha=cfg.plugin.lora_alpha,
-                target_modules="all-linear",
-            )
-            assistant = get_peft_model(assistant, lora)
-        config = LatentPluginConfig(
-            main_model=str(cfg.main_model),
-            main_hidden_size=self.main_embeddings.embedding_dim,
-            assistant_model=str(assistant_path),
-            settings=cfg.plugin,
-        )
-        target_rms = embedding_rms(self.main_embeddings.weight)
-        return LatentPlugin(config, assistant, tokenizer, target_rms)
-
-    def _lr_factor(self, step: int) -> float:
-        warmup = self.cfg.warmup_steps
-        if step < warmup:
-            return (step + 1) / warmup
-        if self.cfg.lr_schedule == "constant":
-            return 1.0
-        progress = (step - warmup) / max(1, self.cfg.steps - warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
     # ---- shared pieces -------------------------------------------------------------------
 
     @property
@@ -275,7 +200,7 @@ class DLRTrainer:
 
     def _gather(self, tensor: torch.Tensor) -> torch.Tensor:
         """Concatenate every process's tensor along dim 0 (in process order)."""
-        return self.accelerator.gather(tensor.to(self.accelerator.device)).cpu()
+        return self.accelerator.gather(tensor.to(self.device))
 
     def _prompt_embeds(self, rows: Sequence[dict], latents: torch.Tensor) -> list[torch.Tensor]:
         """Main-model inputs for rows [Q] and projected latents [Q, K, N, H] -> Q*K tensors."""
@@ -283,17 +208,18 @@ class DLRTrainer:
         with torch.no_grad():
             return [
                 self.policy.inject(embed, self.tokenizer, row["prompt"], vectors)
-                for row, group in zip(rows, latents.to(embed.weight.device), strict=True)
+                for row, group in zip(rows, latents, strict=True)
                 for vectors in group
             ]
 
     def _score(self, rows: Sequence[dict], texts: list[str], per_row: int):
+        """Dual reward, correctness and format [Q, per_row] of ``texts`` (NaN: not judged)."""
         golds = [row["answer"] for row in rows for _ in range(per_row)]
         dual, correct, formatted = self.reward.score_parts(None, texts, answer=golds)
-        shape = (len(rows), per_row)
 
         def tensor(values):
-            return torch.tensor([math.nan if v is None else v for v in values]).view(shape)
+            numbers = [math.nan if v is None else v for v in values]
+            return torch.tensor(numbers, device=self.device).view(len(rows), per_row)
 
         return tensor(dual), tensor(correct), tensor(formatted)
 
@@ -304,7 +230,7 @@ class DLRTrainer:
         frozen main model (trains assistant, latent head and projector). Each process takes
         a contiguous share of every batch; DDP averages the gradients."""
         cfg = self.cfg
-        if cfg.warm_start_steps == 0 or self.step > 0:
+        if cfg.warm_start_steps == 0 or self.state.step > 0:
             return
         require_even_split(
             self.accelerator, "warm_start_batch_size", cfg.warm_start_batch_size, "questions"
@@ -323,14 +249,16 @@ class DLRTrainer:
             # The whole batch and its noise on every process, so the data order and the
             # trained plugin do not depend on the number of processes.
             picks = torch.randint(
-                len(self.train_rows), (cfg.warm_start_batch_size,), generator=self.data_generator
+                len(self.train_rows),
+                (cfg.warm_start_batch_size,),
+                generator=self.generators["data"],
             )
-            noise = torch.randn(shape, generator=self.sample_generator)
+            noise = torch.randn(shape, generator=self.generators["sample"])
             share = process_share(self.accelerator, cfg.warm_start_batch_size)
             rows = [self.train_rows[i] for i in picks[share].tolist()]
             loss = self._warm_start_loss(rows, noise[share])
             self.accelerator.backward(loss)
-            self.accelerator.clip_grad_norm_(self.plugin.parameters(), cfg.max_grad_norm)
+            self.accelerator.clip_grad_norm_(self.plugin.parameters(), cfg.loop.max_grad_norm)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             bar.set_postfix(loss=f"{loss.item():.3f}")
@@ -340,8 +268,9 @@ class DLRTrainer:
     def _warm_start_loss(self, rows: Sequence[dict], noise: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy over every process's solution tokens; this process's part."""
         encoded = self.policy.encode_questions([r["question"] for r in rows])
-        _, latents = self.plugin(*encoded, noise=noise)  # [B, N, H], through DDP
-        inputs, labels, mask = self._solution_batch(rows, latents)
+        input_ids, mask = (t.to(self.device) for t in encoded)
+        _, latents = self.plugin(input_ids, mask, noise=noise.to(self.device))  # [B, N, H], DDP
+        inputs, labels, mask = self._solution_inputs(rows, latents)
         logits = self.main_model(inputs_embeds=inputs, attention_mask=mask).logits
         summed = torch.nn.functional.cross_entropy(
             logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), reduction="sum"
@@ -350,32 +279,6 @@ class DLRTrainer:
         tokens = (labels[:, 1:] != -100).sum()
         total = self.accelerator.gather(tokens[None]).sum()
         return summed * self.accelerator.num_processes / total
-
-    def _solution_batch(
-        self, rows: Sequence[dict], latents: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Main-model inputs [B, L, H] (prompt with latents, then the gold solution and EOS),
-        labels [B, L] on the solution only, and the attention mask; right-padded."""
-        embed = self.main_embeddings
-        eos = self.tokenizer.eos_token_id
-        inputs, labels = [], []
-        for row, vectors in zip(rows, latents, strict=True):
-            prompt = self.policy.inject(embed, self.tokenizer, row["prompt"], vectors)
-            target = self.tokenizer(self.task.target(row), add_special_tokens=False)[
-                "input_ids"
-            ] + [eos]
-            inputs.append(torch.cat([prompt, embed(torch.tensor(target))]))
-            labels.append([-100] * prompt.shape[0] + target)
-        width = max(len(label) for label in labels)
-        hidden = inputs[0].shape[1]
-        padded = torch.zeros(len(rows), width, hidden)
-        label_ids = torch.full((len(rows), width), -100)
-        mask = torch.zeros(len(rows), width, dtype=torch.long)
-        for i, (x, label) in enumerate(zip(inputs, labels, strict=True)):
-            padded[i, : x.shape[0]] = x
-            label_ids[i, : len(label)] = torch.tensor(label)
-            mask[i, : x.shape[0]] = 1
-        return padded, label_ids, mask
 
     # ---- RL ------------------------------------------------------------------------------
 
@@ -388,20 +291,18 @@ class DLRTrainer:
         # streams, and a resumed run, do not depend on the number of processes.
         settings = cfg.plugin
         shape = (len(rows), cfg.group_size, settings.num_latents, settings.latent_dim)
-        eps = torch.randn(shape, generator=self.sample_generator)  # [Q, G, N, d_z]
-        uniforms = torch.rand(shape[:2], generator=self.sample_generator)
+        eps = torch.randn(shape, generator=self.generators["sample"])  # [Q, G, N, d_z]
+        uniforms = torch.rand(shape[:2], generator=self.generators["sample"])
         share = process_share(self.accelerator, len(rows))
-        rows, eps, uniforms = rows[share], eps[share], uniforms[share]
-
-        device = self.accelerator.device
+        rows = rows[share]
+        eps, uniforms = eps[share].to(self.device), uniforms[share].to(self.device)
         input_ids, mask = (
-            t.to(device) for t in policy.encode_questions([r["question"] for r in rows])
+            t.to(self.device) for t in policy.encode_questions([r["question"] for r in rows])
         )
         dist = policy.distribution(input_ids, mask)
-        eps = eps.to(device)
         z = dist.mean[:, None] + dist.log_std.exp()[:, None] * eps
         values = policy.value(dist.features, z)  # [Q, G]
-        chosen = select_for_decoding(values, cfg.decode_k, cfg.explore, uniforms).to(device)
+        chosen = select_for_decoding(values, cfg.decode_k, cfg.explore, uniforms)
         index = chosen[:, :, None, None].expand(-1, -1, *z.shape[2:])
         z, eps = z.gather(1, index), eps.gather(1, index)  # [Q, K, N, d_z]
         logp_old = gaussian_log_prob(
@@ -416,7 +317,7 @@ class DLRTrainer:
             max_tokens=cfg.decode_max_tokens,
             # One seed would give every request the same sampling noise, so sampled decodes
             # of a group would differ only through their latents.
-            seed=cfg.seed + self.step if cfg.decode_temperature == 0 else None,
+            seed=cfg.seed + self.state.step if cfg.decode_temperature == 0 else None,
         )
         outputs = self.engine.generate(prompts, params)
         decoded = time.perf_counter()
@@ -443,33 +344,38 @@ class DLRTrainer:
     def _answer_probability(self, rows: Sequence[dict], latents: torch.Tensor) -> torch.Tensor:
         """The frozen main model's mean per-token probability of each row's gold solution,
         teacher-forced, given each of its M projected latents [Q, M, N, H] -> [Q, M]."""
-        device = self.main_model.device
         repeated = [row for row in rows for _ in range(latents.shape[1])]
-        inputs, labels, mask = self._solution_batch(repeated, latents.flatten(0, 1).to(device))
+        inputs, labels, mask = self._solution_inputs(repeated, latents.flatten(0, 1))
         scores = [
             answer_token_probability(
-                self.main_model(
-                    inputs_embeds=inputs[part].to(device), attention_mask=mask[part].to(device)
-                ).logits,
-                labels[part].to(device),
+                self.main_model(inputs_embeds=inputs[part], attention_mask=mask[part]).logits,
+                labels[part],
             )
             for part in (
                 slice(i, i + LIKELIHOOD_BATCH) for i in range(0, len(repeated), LIKELIHOOD_BATCH)
             )
         ]
-        return torch.cat(scores).view(latents.shape[:2]).cpu()
+        return torch.cat(scores).view(latents.shape[:2])
+
+    def _solution_inputs(self, rows: Sequence[dict], latents: torch.Tensor):
+        """Teacher-forced main-model inputs, labels and mask for the rows' gold solutions
+        given projected latents [B, N, H] (see :meth:`LatentPlugin.solution_inputs`)."""
+        return self.policy.solution_inputs(
+            self.main_embeddings, self.tokenizer, [row["prompt"] for row in rows],
+            [self.task.target(row) for row in rows], latents,
+        )  # fmt: skip
 
     def _update(self, rollout: Rollout) -> dict[str, float]:
         """``ppo_epochs`` optimiser steps on this batch; with gradient accumulation, each is
         accumulated by accelerate over micro-batches of this process's questions."""
         cfg = self.cfg
         advantages = self.advantages(rollout.rewards, **self.advantage_options)
-        parts = cfg.gradient_accumulation_steps
+        parts = cfg.loop.gradient_accumulation_steps
         size = len(rollout.rewards) // parts
         micro_batches = [slice(i * size, (i + 1) * size) for i in range(parts)]
         for _ in range(cfg.ppo_epochs):  # the last epoch's stats are logged
             stats = accumulated_step(
-                self.accelerator, self.plugin, self.optimizer, cfg.max_grad_norm,
+                self.accelerator, self.plugin, self.optimizer, cfg.loop.max_grad_norm,
                 (partial(self._loss, rollout, advantages, part) for part in micro_batches),
             )  # fmt: skip
         self.scheduler.step()
@@ -522,20 +428,15 @@ class DLRTrainer:
 
     def train(self) -> None:
         cfg = self.cfg
-        bar = tqdm(
-            total=cfg.steps,
-            initial=self.step,
-            desc="DLR",
-            disable=not self.accelerator.is_main_process,
-        )
-        while self.step < cfg.steps:
+        bar = self.progress_bar()
+        while self.state.step < cfg.loop.steps:
             started = time.perf_counter()
             rows = self.sampler.draw(self.cfg.questions_per_step)
             rollout = self._rollout(rows)
             updating = time.perf_counter()
             stats = self._update(rollout)
             update_time = time.perf_counter() - updating
-            self.step += 1
+            self.state.step += 1
             # Metrics over the whole step's questions, from every process.
             rewards = self._gather(rollout.rewards)
             tokens = self._gather(torch.tensor([rollout.tokens_decoded])).sum().item()
@@ -558,15 +459,14 @@ class DLRTrainer:
                 "step_time": time.perf_counter() - started,
                 **stats,
             }
-            if cfg.eval_every and self.step % cfg.eval_every == 0:
+            if cfg.eval_every and self.state.step % cfg.eval_every == 0:
                 metrics.update(self._evaluate_and_keep_best())
-            self.metrics.log(self.step, metrics)
-            bar.update(1)
-            bar.set_postfix(
-                reward=f"{metrics['reward_mean']:.3f}", acc=f"{metrics['accuracy']:.3f}"
+            self.end_step(
+                bar,
+                metrics,
+                reward=f"{metrics['reward_mean']:.3f}",
+                acc=f"{metrics['accuracy']:.3f}",
             )
-            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
-                self._save_checkpoint()
         bar.close()
 
     def _likelihood_metrics(self, rollout: Rollout) -> dict[str, float]:
@@ -612,49 +512,20 @@ class DLRTrainer:
     def _evaluate_and_keep_best(self) -> dict[str, float]:
         """Held-out accuracy now; the best plugin so far is kept in ``best_plugin/``."""
         accuracy = self.evaluate(with_plugin=True)["accuracy"]
-        if accuracy > self.best_accuracy and self.accelerator.is_main_process:
-            self.best_accuracy = accuracy
-            self.policy.save_pretrained(self.run_dir / "best_plugin")
-        return {"eval_accuracy": accuracy, "best_eval_accuracy": self.best_accuracy}
+        if self.state.best_eval is None or accuracy > self.state.best_eval:
+            self.state.best_eval = accuracy
+            if self.accelerator.is_main_process:
+                self.policy.save_pretrained(self.run_dir / "best_plugin")
+        return {"eval_accuracy": accuracy, "best_eval_accuracy": self.state.best_eval}
 
-    # ---- checkpoints ---------------------------------------------------------------------
+    # ---- checkpoints and end of run ------------------------------------------------------
 
-    @property
-    def _generators(self) -> dict[str, torch.Generator]:
-        return {"sample": self.sample_generator, "data": self.data_generator}
+    def save_parts(self, folder: Path) -> None:
+        self.policy.save_pretrained(folder / "plugin")
 
-    def _save_checkpoint(self) -> Path:
-        def write(folder: Path) -> None:
-            self.policy.save_pretrained(folder / "plugin")
-            counters = {
-                "step": self.step,
-                "position": self.sampler.position,
-                "best_accuracy": self.best_accuracy,
-            }
-            write_training_state(
-                folder,
-                self.optimizer,
-                self.scheduler,
-                self._generators,
-                counters,
-                order=self.sampler.order,
-            )
-
-        if not self.accelerator.is_main_process:
-            return self.run_dir
-        return save_checkpoint(self.run_dir, self.step, write)
-
-    def _load_checkpoint(self, folder: Path) -> None:
+    def load_parts(self, folder: Path) -> None:
         saved = LatentPlugin.from_pretrained(folder / "plugin", main_model=self.cfg.main_model)
         self.policy.load_state_dict(saved.state_dict())
-        counters, extra = read_training_state(
-            folder, self.optimizer, self.scheduler, self._generators
-        )
-        self.sampler.order, self.sampler.position = extra["order"], counters["position"]
-        self.step = counters["step"]
-        self.best_accuracy = counters["best_accuracy"]
-
-    # ---- end of run ----------------------------------------------------------------------
 
     def cleanup(self) -> None:
         """Assert the main model is untouched, save the plugin and the curves, release the engine."""
@@ -663,27 +534,10 @@ class DLRTrainer:
                 raise RuntimeError(f"the frozen main model changed during training: {name}")
         if self.accelerator.is_main_process:
             self.policy.save_pretrained(self.run_dir / "plugin")
-        self.metrics.plot(CURVE_KEYS, "DLR training")
         if self.shared_engine is None:
             self.engine.close()
         self.reward.close()
-        end_run(self.accelerator)
-
-
-def reward_trend(rows: Sequence[dict], window: int = 20) -> str:
-    """Mean batch reward of the first and the last ``window`` logged steps, as one line."""
-    if not rows:
-        return "no steps logged"
-    window = max(1, min(window, len(rows) // 2 or 1))
-    first, last = rows[:window], rows[-window:]
-
-    def mean(part: Sequence[dict]) -> float:
-        return sum(r["reward_mean"] for r in part) / len(part)
-
-    return (
-        f"reward trend: steps {first[0]['step']}-{first[-1]['step']} {mean(first):.3f} -> "
-        f"steps {last[0]['step']}-{last[-1]['step']} {mean(last):.3f}"
-    )
+        self.finish()
 
 
 def run(cfg: DLRConfig, resume: bool = False, engine: RolloutEngine | None = None) -> int:
@@ -691,24 +545,24 @@ def run(cfg: DLRConfig, resume: bool = False, engine: RolloutEngine | None = Non
     trainer = DLRTrainer(cfg, resume=resume, engine=engine)
     trainer.setup()
     results = {"frozen main model": trainer.evaluate(with_plugin=False)}
-    if cfg.warm_start_steps and trainer.step == 0:
+    if cfg.warm_start_steps and trainer.state.step == 0:
         trainer.warm_start()
         results["warm-started plugin"] = trainer.evaluate(with_plugin=True)
     trainer.train()
     results["RL-trained plugin"] = trainer.evaluate(with_plugin=True)
-    best = trainer.best_accuracy
+    best = trainer.state.best_eval
     trainer.cleanup()
     if not trainer.accelerator.is_main_process:
         return 0
-    summary = {"steps": trainer.step, **results}
-    if best >= 0:
+    summary = {"steps": trainer.state.step, **results}
+    if best is not None:
         summary["best evaluated plugin"] = {"accuracy": best}
     write_json(trainer.run_dir / "summary.json", summary)
     print(f"\n{len(trainer.eval_rows)} held-out problems, greedy")
     print(f"{'':<22}{'accuracy':>10}{'format':>10}")
     for name, result in results.items():
         print(f"{name:<22}{result['accuracy']:>10.1%}{result['format_rate']:>10.1%}")
-    if best >= 0:
+    if best is not None:
         print(f"{'best evaluated plugin':<22}{best:>10.1%}  (eval_every={cfg.eval_every} steps)")
     print(reward_trend(trainer.metrics.rows()))
     print(f"plugin saved to {trainer.run_dir / 'plugin'}")

@@ -22,9 +22,9 @@ every step's queries (``batch_size`` must divide by N) and of its documents; the
 vectors are gathered with their gradients, so every query scores against the whole batch's
 documents and the loss and the trained retriever are those of one process. Evaluation
 encodes a share of the corpus and of the queries per process. With
-``gradient_accumulation_steps`` G the step's queries are split into G micro-batches, each
+``loop.gradient_accumulation_steps`` G the step's queries are split into G micro-batches, each
 with its own documents and shared out like a whole step, and accelerate accumulates
-their gradients; ``mixed_precision`` is accelerate's autocast.
+their gradients; ``loop.mixed_precision`` is accelerate's autocast.
 """
 
 from __future__ import annotations
@@ -41,8 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
-from tqdm.auto import tqdm
-from transformers import AutoTokenizer, get_cosine_schedule_with_warmup
+from transformers import AutoTokenizer
 
 from latentrl.config import (
     LaSERConfig,
@@ -50,7 +49,6 @@ from latentrl.config import (
     RolloutConfig,
     TaskConfig,
     load_config,
-    save_config,
 )
 from latentrl.data.retrieval import METRICS, RetrieverModel, evaluate_retriever, generate_rationales
 from latentrl.io import default_cache_dir, write_json, write_jsonl
@@ -63,23 +61,13 @@ from latentrl.tasks import RetrievalData, get_task
 from latentrl.tasks.sources import read_jsonl
 from latentrl.trainers.common import (
     EpochSampler,
-    MetricsLog,
     Objective,
+    Recipe,
     accumulated_step,
-    end_run,
     gather_with_grad,
-    latest_checkpoint,
-    make_accelerator,
     mean_over_processes,
     process_share,
-    read_training_state,
-    require_even_split,
-    save_checkpoint,
-    write_training_state,
 )
-
-CURVE_KEYS = ("loss", "latent_nce", "distill_kl", "trajectory_kl", "latent_batch_accuracy")
-
 
 # ---- data ------------------------------------------------------------------------------------
 
@@ -200,26 +188,15 @@ class ShardedRetrieverModel(RetrieverModel):
 # ---- the recipe ------------------------------------------------------------------------------
 
 
-class LaSERTrainer:
+class LaSERTrainer(Recipe):
     """setup() -> train() -> evaluate() -> cleanup(); see :func:`main`."""
 
-    def __init__(self, cfg: LaSERConfig, resume: bool = False) -> None:
-        self.cfg = cfg
-        self.resume = resume
-        self.run_dir = Path(cfg.output_dir)
+    name = "LaSER"
+    curve_keys = ("loss", "latent_nce", "distill_kl", "trajectory_kl", "latent_batch_accuracy")
 
     def setup(self) -> None:
         cfg = self.cfg
-        self.accelerator = make_accelerator(cfg, self.run_dir)
-        require_even_split(
-            self.accelerator, "batch_size", cfg.batch_size, "queries",
-            cfg.gradient_accumulation_steps,
-        )  # fmt: skip
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, self.run_dir / "config.yaml")
-        torch.manual_seed(cfg.seed)
-        self.data_generator = torch.Generator().manual_seed(cfg.seed + 1)
-
+        self.open_run("batch_size", "queries", generators={"data": 1})
         self.train_data, self.eval_data = self._load_data(cfg.task)
         # The main process builds the tiny backbone and generates the missing rationales
         # (both cached); the others then read them.
@@ -235,26 +212,15 @@ class LaSERTrainer:
         )
 
         self.retriever = LaSERRetriever.from_backbone(self.backbone, cfg.retriever)
-        trainable = [p for p in self.retriever.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(
-            trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay
-        )
-        self.scheduler = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, cfg.steps)
-        self.objective, self.optimizer = self.accelerator.prepare(
-            Objective(self._losses, retriever=self.retriever), optimizer
+        self.objective = self.prepare_training(
+            Objective(self._losses, retriever=self.retriever),
+            [p for p in self.retriever.parameters() if p.requires_grad],
         )
         self.loss = LaSERLoss(**asdict(cfg.loss))
-
-        self.step = 0
-        self.sampler = EpochSampler(list(self.train_data.queries), self.data_generator)
-        resume_from = latest_checkpoint(self.run_dir) if self.resume else None
-        if resume_from is not None:
-            self._load_checkpoint(resume_from)
-        self.metrics = MetricsLog(
-            self.run_dir, self.accelerator, resume_step=self.step if resume_from else None
+        self.sampler = EpochSampler(
+            list(self.train_data.queries), self.generators["data"], self.state
         )
-        if cfg.report_to:
-            self.accelerator.init_trackers("latentrl-laser", config=asdict(cfg))
+        self.start_or_resume()
 
     def _load_data(self, task_cfg: TaskConfig) -> tuple[RetrievalData, RetrievalData]:
         task = get_task(task_cfg.name, kind="retrieval")
@@ -324,40 +290,33 @@ class LaSERTrainer:
 
     def train(self) -> None:
         cfg = self.cfg
-        bar = tqdm(
-            total=cfg.steps,
-            initial=self.step,
-            desc="LaSER",
-            disable=not self.accelerator.is_main_process,
-        )
+        bar = self.progress_bar()
         self.retriever.train()
-        while self.step < cfg.steps:
+        while self.state.step < cfg.loop.steps:
             started = time.perf_counter()
-            query_ids = self.sampler.draw(self.cfg.batch_size)
-            size = len(query_ids) // cfg.gradient_accumulation_steps
+            query_ids = self.sampler.draw(cfg.batch_size)
+            size = len(query_ids) // cfg.loop.gradient_accumulation_steps
             micro_batches = [
                 partial(self._micro_batch_losses, query_ids[start : start + size])
                 for start in range(0, len(query_ids), size)
             ]
             stats = accumulated_step(
-                self.accelerator, self.objective, self.optimizer, cfg.max_grad_norm, micro_batches
-            )
+                self.accelerator, self.objective, self.optimizer, cfg.loop.max_grad_norm,
+                micro_batches,
+            )  # fmt: skip
             self.scheduler.step()
-            self.step += 1
-            self.metrics.log(
-                self.step,
-                {
-                    **mean_over_processes(self.accelerator, stats),
-                    "lr": self.scheduler.get_last_lr()[0],
-                    "step_time": time.perf_counter() - started,
-                },
+            self.state.step += 1
+            metrics = {
+                **mean_over_processes(self.accelerator, stats),
+                "lr": self.scheduler.get_last_lr()[0],
+                "step_time": time.perf_counter() - started,
+            }
+            self.end_step(
+                bar,
+                metrics,
+                loss=f"{stats['loss']:.3f}",
+                acc=f"{stats['latent_batch_accuracy']:.2f}",
             )
-            bar.update(1)
-            bar.set_postfix(
-                loss=f"{stats['loss']:.3f}", acc=f"{stats['latent_batch_accuracy']:.2f}"
-            )
-            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
-                self._save_checkpoint()
         bar.close()
 
     def evaluate(self) -> dict[str, float]:
@@ -365,50 +324,35 @@ class LaSERTrainer:
         model = ShardedRetrieverModel(self.retriever, self.cfg.encode_batch_size, self.accelerator)
         return evaluate_retriever(model, self.eval_data)
 
-    # ---- checkpoints ---------------------------------------------------------------------
+    # ---- checkpoints and end of run ------------------------------------------------------
 
-    def _save_checkpoint(self) -> Path:
-        def write(folder: Path) -> None:
-            self.retriever.save_pretrained(folder / "retriever")
-            counters = {"step": self.step, "position": self.sampler.position}
-            write_training_state(
-                folder, self.optimizer, self.scheduler, {"data": self.data_generator}, counters,
-                order=self.sampler.order,
-            )  # fmt: skip
+    def save_parts(self, folder: Path) -> None:
+        self.retriever.save_pretrained(folder / "retriever")
 
-        if not self.accelerator.is_main_process:
-            return self.run_dir
-        return save_checkpoint(self.run_dir, self.step, write)
-
-    def _load_checkpoint(self, folder: Path) -> None:
+    def load_parts(self, folder: Path) -> None:
         saved = LaSERRetriever.from_pretrained(folder / "retriever")
         self.retriever.load_state_dict(saved.state_dict())
-        counters, extra = read_training_state(
-            folder, self.optimizer, self.scheduler, {"data": self.data_generator}
-        )
-        self.sampler.order, self.sampler.position = extra["order"], counters["position"]
-        self.step = counters["step"]
 
     def cleanup(self) -> None:
         """Save the retriever and the curves; close the trackers."""
         if self.accelerator.is_main_process:
             self.retriever.save_pretrained(self.run_dir / "retriever")
-        self.metrics.plot(CURVE_KEYS, "LaSER training")
-        end_run(self.accelerator)
+        self.finish()
 
 
 def main(config_path: str | None, overrides: Sequence[str], resume: bool = False) -> int:
     cfg = load_config(LaSERConfig, config_path, overrides)
     trainer = LaSERTrainer(cfg, resume=resume)
     trainer.setup()
-    before = trainer.evaluate() if trainer.step == 0 else None
+    before = trainer.evaluate() if trainer.state.step == 0 else None
     trainer.train()
     after = trainer.evaluate()
     trainer.cleanup()
     if not trainer.accelerator.is_main_process:
         return 0
     write_json(
-        trainer.run_dir / "summary.json", {"before": before, "after": after, "steps": trainer.step}
+        trainer.run_dir / "summary.json",
+        {"before": before, "after": after, "steps": trainer.state.step},
     )
     print(f"\n{'':<18}" + "".join(f"{n:>12}" for n in METRICS))
     for label, result in (("before training", before), ("after training", after)):

@@ -16,7 +16,7 @@ from tests.distributed import accelerate_launch, assert_same_metrics, assert_sam
 
 # Eight rows a step (four per process), every auxiliary loss on, evaluated at step 2.
 SMALL = ("train_examples=64", "eval_problems=8", "batch_size=8", "eval_every=2")
-STEPS = ("steps=4", "checkpoint_every=2")
+STEPS = ("loop.steps=4", "loop.checkpoint_every=2")
 
 
 def test_two_processes_match_one_then_resume_with_one(tiny_vqa_models, tmp_path):

@@ -16,7 +16,7 @@ from tests.cocova.test_trainer import run_args
 @pytest.fixture(scope="module")
 def cocova_run(tiny_vqa_models, tmp_path_factory):
     out = tmp_path_factory.mktemp("cocova-run")
-    assert main(run_args(tiny_vqa_models, out, "steps=3")) == 0
+    assert main(run_args(tiny_vqa_models, out, "loop.steps=3")) == 0
     return out
 
 

@@ -7,6 +7,7 @@ from dataclasses import asdict
 import pytest
 
 from latentrl.config import (
+    CoCoVaConfig,
     ConfigError,
     DemoConfig,
     DLRConfig,
@@ -51,6 +52,21 @@ def test_a_partly_given_section_keeps_the_sections_own_defaults(tmp_path):
     )
     assert cfg.tiny_task == TaskConfig(name="gsm8k", chat_instruction="Add.")
     assert cfg.task == TaskConfig(name="gsm8k_retrieval", options={"k": 5})
+
+
+def test_the_loop_section_keeps_each_recipes_defaults_and_names_moved_keys(tmp_path):
+    # One LoopConfig, each recipe's own defaults: a partly given loop keeps the rest of them.
+    laser = load_config(LaSERConfig, None, ["model=org/m", "loop.steps=7"])
+    assert (laser.loop.steps, laser.loop.lr_schedule, laser.loop.warmup_steps) == (7, "cosine", 20)
+    cocova = load_config(CoCoVaConfig, write(tmp_path, "loop:\n  steps: 9\n"))
+    assert (cocova.loop.steps, cocova.loop.learning_rate, cocova.loop.warmup_steps) == (9, 1e-3, 50)
+    assert load_config(DLRConfig).loop.checkpoint_every == 50
+    # A loop key at the top level, as configs had it before, points to its new place.
+    with pytest.raises(ConfigError, match=r"^unknown key 'steps' \(in the command line\); did "
+                       r"you mean 'loop.steps'\?$"):  # fmt: skip
+        load_config(DLRConfig, None, ["steps=3"])
+    with pytest.raises(ConfigError, match=r"^loop.warmup_steps: must be >= 0, got -1 \(in "):
+        load_config(CoCoVaConfig, write(tmp_path, "loop: {warmup_steps: -1}\n"))
 
 
 def test_int_is_accepted_for_float_and_lists_parse(tmp_path):

@@ -27,7 +27,12 @@ def test_two_processes_match_one_then_resume_with_one(tiny_model_dir, animals_di
     cache = tmp_path / "rationales"
     # LoRA at a small rate: at 5e-3 (LoRA or full fine-tuning) the two runs' grad_norm
     # drifts 1.5e-4 to 3.5e-4 apart (relative) by steps 3-4, as Adam amplifies float noise.
-    args = ("steps=4", "checkpoint_every=2", f"learning_rate={LR}", "retriever.lora=true")
+    args = (
+        "loop.steps=4",
+        "loop.checkpoint_every=2",
+        f"loop.learning_rate={LR}",
+        "retriever.lora=true",
+    )
     assert main(train_args(tiny_model_dir, animals_dir, one, cache, *args)) == 0
     accelerate_launch(*train_args(tiny_model_dir, animals_dir, two, cache, *args))
     assert_same_metrics(one, two, 4, timing_keys={"step_time"})

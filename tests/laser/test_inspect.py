@@ -18,7 +18,7 @@ from tests.laser.test_trainer import train_args
 def retriever_run(tiny_model_dir, animals_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("laser-run")
     cache = tmp_path_factory.mktemp("rationales")
-    assert main(train_args(tiny_model_dir, animals_dir, out, cache, "steps=1")) == 0
+    assert main(train_args(tiny_model_dir, animals_dir, out, cache, "loop.steps=1")) == 0
     return out
 
 

@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 
 from latentrl.cli import main
 from latentrl.config import RationaleConfig, RolloutConfig
-from latentrl.trainers.common import read_metrics
 from latentrl.trainers.laser import cached_rationales
+from latentrl.trainers.metrics import read_metrics
 from tests.conftest import TEST_SEED, reset_accelerator_state
 from tests.laser.conftest import NUM_TRAIN
 
@@ -23,8 +23,8 @@ def train_args(model_dir, data_dir, out, cache, *extra):
     return [
         "train", "laser",
         f"model={model_dir}", "task.name=bright", f"task.options.data_dir={data_dir}",
-        "retriever.lora=false", "batch_size=8", "hard_negatives=1", "learning_rate=5e-3",
-        "warmup_steps=0", "encode_batch_size=16", "checkpoint_every=0",
+        "retriever.lora=false", "batch_size=8", "hard_negatives=1", "loop.learning_rate=5e-3",
+        "loop.warmup_steps=0", "encode_batch_size=16", "loop.checkpoint_every=0",
         "rollout.backend=hf", f"rationale.cache_dir={cache}", "rationale.max_tokens=8",
         f"output_dir={out}", f"seed={TEST_SEED}", *extra,
     ]  # fmt: skip
@@ -39,7 +39,7 @@ def test_train_then_eval_improves_held_out_ndcg(
     # (weight 10) pulled the latent view to a uniform score (InfoNCE at ln 8 = 2.08 over the
     # batch's documents) in 2 of 4 runs on seeds 3-6 (and stalled a third), following a
     # teacher that starts worse than uniform; at 0.1, or without it, the latent view learns.
-    settings = ("steps=80", "retriever.lora=true", "learning_rate=2e-3", "warmup_steps=10",
+    settings = ("loop.steps=80", "retriever.lora=true", "loop.learning_rate=2e-3", "loop.warmup_steps=10",
                 "loss.distill_tau=0.1")  # fmt: skip
     assert main(train_args(tiny_model_dir, animals_dir, out, cache, *settings)) == 0
     summary = json.loads((out / "summary.json").read_text())
@@ -101,7 +101,7 @@ def test_resumed_run_matches_an_uninterrupted_one(tiny_model_dir, animals_dir, t
     out, cache = tmp_path / "run", tmp_path / "rationales"
     args = train_args(
         tiny_model_dir, animals_dir, out, cache,
-        "steps=4", "checkpoint_every=2", "retriever.lora=true", "retriever.lora_rank=8",
+        "loop.steps=4", "loop.checkpoint_every=2", "retriever.lora=true", "retriever.lora_rank=8",
     )  # fmt: skip
     assert main(args) == 0
     uninterrupted = load_file(out / "retriever" / "adapter" / "adapter_model.safetensors")
@@ -120,7 +120,7 @@ def test_config_errors_name_the_key(capsys):
     assert capsys.readouterr().err.strip() == (
         "latentrl train: config error: loss.tau: must be positive (in the command line)"
     )
-    assert main(["train", "laser", "steps=3"]) == 2
+    assert main(["train", "laser", "loop.steps=3"]) == 2
     assert (
         "model: give exactly one of model (a folder or Hub id) and tiny" in capsys.readouterr().err
     )
@@ -143,10 +143,10 @@ def test_gradient_accumulation_matches_one_batch(tiny_model_dir, animals_dir, tm
     in one batch of them (every loss term depends on the batch's documents), so two
     micro-batches accumulated by accelerate train as that one batch."""
     one, accumulated = (
-        trained_retriever(tiny_model_dir, animals_dir, tmp_path / name, "steps=2", *extra)
+        trained_retriever(tiny_model_dir, animals_dir, tmp_path / name, "loop.steps=2", *extra)
         for name, extra in (
             ("one", [f"batch_size={NUM_TRAIN}"]),
-            ("accumulated", [f"batch_size={2 * NUM_TRAIN}", "gradient_accumulation_steps=2"]),
+            ("accumulated", [f"batch_size={2 * NUM_TRAIN}", "loop.gradient_accumulation_steps=2"]),
         )
     )
     (weights, rows), (accumulated_weights, accumulated_rows) = one, accumulated
@@ -167,21 +167,21 @@ def test_gradient_accumulation_matches_one_batch(tiny_model_dir, animals_dir, tm
 
 def test_gradient_accumulation_must_divide_the_batch(tiny_model_dir, animals_dir, tmp_path, capsys):
     args = train_args(
-        tiny_model_dir, animals_dir, tmp_path, tmp_path, "gradient_accumulation_steps=3"
+        tiny_model_dir, animals_dir, tmp_path, tmp_path, "loop.gradient_accumulation_steps=3"
     )
     assert main(args) == 2
     assert (
         "config error: batch_size: 8 queries can't be split evenly over 1 processes x 3 "
-        "micro-batches (gradient_accumulation_steps)"
+        "micro-batches (loop.gradient_accumulation_steps)"
     ) in capsys.readouterr().err
 
 
 def test_bf16_mixed_precision_trains(tiny_model_dir, animals_dir, tmp_path):
     # Through accelerate's autocast (run on the CPU here: no GPU to test on).
-    full, _ = trained_retriever(tiny_model_dir, animals_dir, tmp_path / "fp32", "steps=2")
+    full, _ = trained_retriever(tiny_model_dir, animals_dir, tmp_path / "fp32", "loop.steps=2")
     reset_accelerator_state()
     half, rows = trained_retriever(
-        tiny_model_dir, animals_dir, tmp_path / "bf16", "steps=2", "mixed_precision=bf16"
+        tiny_model_dir, animals_dir, tmp_path / "bf16", "loop.steps=2", "loop.mixed_precision=bf16"
     )
     assert all(torch.isfinite(torch.tensor(row["loss"])) for row in rows)
     assert all(w.dtype == torch.float32 for w in half.values())  # master weights stay float32

@@ -96,6 +96,15 @@ def test_cache_key_covers_settings(tmp_path):
         p for p in (tmp_path / "tiny").iterdir() if p.name.startswith(".")
     ]  # no staging left
 
+    # Building leaves torch's global random state as it found it: a run that builds its
+    # tiny model draws the same numbers as one that finds it cached.
+    torch.manual_seed(5)
+    pretrained_tiny_model("arith", {"steps": 3}, model, small, cache_dir=tmp_path, progress=False)
+    after_building = torch.rand(3)
+    torch.manual_seed(5)
+    pretrained_tiny_model("arith", {"steps": 3}, model, small, cache_dir=tmp_path, progress=False)
+    assert torch.equal(torch.rand(3), after_building)
+
 
 def test_thoughts_show_the_worked_steps_of_direct_rows_in_the_latent_slot():
     task = get_task("arith")

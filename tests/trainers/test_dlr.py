@@ -10,8 +10,9 @@ import torch
 from latentrl.cli import main as cli_main
 from latentrl.config import ConfigError, DLRConfig, load_config
 from latentrl.models.latent_plugin import LatentPlugin
-from latentrl.trainers.common import read_metrics
-from latentrl.trainers.dlr import DLRTrainer, fingerprint, select_for_decoding
+from latentrl.models.loading import fingerprint
+from latentrl.trainers.dlr import DLRTrainer, select_for_decoding
+from latentrl.trainers.metrics import read_metrics
 from tests.conftest import REPO_ROOT, TEST_TASK_OPTIONS
 
 CONFIG = REPO_ROOT / "configs" / "dlr_arith_tiny.yaml"
@@ -24,7 +25,7 @@ def small_run(model_dir, output_dir, *overrides):
     return [
         f"main_model={model_dir}", f"output_dir={output_dir}", "questions_per_step=4",
         "group_size=4", "decode_k=4", "eval_problems=8", "decode_max_tokens=8",
-        "rollout.backend=hf", "checkpoint_every=2", "warm_start_steps=0", *options, *overrides,
+        "rollout.backend=hf", "loop.checkpoint_every=2", "warm_start_steps=0", *options, *overrides,
     ]  # fmt: skip
 
 
@@ -97,9 +98,9 @@ def _run(model_dir, out, *overrides, resume=False):
 def test_resume_continues_exactly_and_main_model_stays_frozen(tiny_model_dir, tmp_path):
     # With the contrastive term (off in the shipped recipe) and the likelihood reward.
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    _run(tiny_model_dir, straight, "steps=4", "contrastive=reward_infonce")
-    _run(tiny_model_dir, resumed, "steps=2", "contrastive=reward_infonce")
-    _run(tiny_model_dir, resumed, "steps=4", "contrastive=reward_infonce", resume=True)
+    _run(tiny_model_dir, straight, "loop.steps=4", "contrastive=reward_infonce")
+    _run(tiny_model_dir, resumed, "loop.steps=2", "contrastive=reward_infonce")
+    _run(tiny_model_dir, resumed, "loop.steps=4", "contrastive=reward_infonce", resume=True)
 
     a = LatentPlugin.from_pretrained(straight / "plugin")
     b = LatentPlugin.from_pretrained(resumed / "plugin")
@@ -114,6 +115,19 @@ def test_resume_continues_exactly_and_main_model_stays_frozen(tiny_model_dir, tm
         assert {k: v for k, v in ra.items() if k not in TIMING_KEYS} == {
             k: v for k, v in rb.items() if k not in TIMING_KEYS
         }
+
+    # The checkpoint's state is one JSON file: the loop's counters and the data order.
+    state = json.loads((resumed / "checkpoint-000004" / "trainer_state.json").read_text())
+    assert (state["step"], state["format_version"], state["best_eval"]) == (4, 2, None)
+    assert sorted(state["order"]) == list(range(len(state["order"]))) and state["position"] > 0
+
+    # A checkpoint written before the shared skeleton (no format_version) is refused by name.
+    del state["format_version"]
+    (resumed / "checkpoint-000004" / "trainer_state.json").write_text(json.dumps(state))
+    cfg = load_config(DLRConfig, CONFIG, small_run(tiny_model_dir, resumed, "loop.steps=6"))
+    with pytest.raises(ConfigError, match=r"checkpoint-000004 holds trainer state format 1, "
+                       r"and this latentrl reads format 2; start the run again"):  # fmt: skip
+        DLRTrainer(cfg, resume=True).setup()
 
     # Training changed the plugin between the two checkpoints (the value head always learns).
     halfway = LatentPlugin.from_pretrained(resumed / "checkpoint-000002" / "plugin")
@@ -133,7 +147,7 @@ def test_main_model_is_bit_identical_after_training(tiny_model_dir, tmp_path):
 
     before = load_file(tiny_model_dir / "model.safetensors")
     cfg = load_config(
-        DLRConfig, CONFIG, small_run(tiny_model_dir, tmp_path, "steps=2", "warm_start_steps=2")
+        DLRConfig, CONFIG, small_run(tiny_model_dir, tmp_path, "loop.steps=2", "warm_start_steps=2")
     )
     trainer = DLRTrainer(cfg)
     trainer.setup()
@@ -168,7 +182,7 @@ def test_warm_start_moves_the_mean_and_resets_the_std(tiny_model_dir, tmp_path):
 
 
 def test_plugin_round_trip_and_main_model_check(tiny_model_dir, tmp_path):
-    cfg = load_config(DLRConfig, CONFIG, small_run(tiny_model_dir, tmp_path, "steps=1"))
+    cfg = load_config(DLRConfig, CONFIG, small_run(tiny_model_dir, tmp_path, "loop.steps=1"))
     trainer = DLRTrainer(cfg)
     trainer.setup()
     plugin = trainer.policy
@@ -189,7 +203,7 @@ def test_latent_log_prob_is_exact(tiny_model_dir, tmp_path):
     """log pi(z|q) used by the trainer equals torch.distributions.Normal's."""
     from latentrl.losses import gaussian_log_prob
 
-    cfg = load_config(DLRConfig, CONFIG, small_run(tiny_model_dir, tmp_path, "steps=1"))
+    cfg = load_config(DLRConfig, CONFIG, small_run(tiny_model_dir, tmp_path, "loop.steps=1"))
     trainer = DLRTrainer(cfg)
     trainer.setup()
     plugin = trainer.policy
@@ -214,7 +228,7 @@ def test_gpu_config_builds_with_tiny_stand_ins(tiny_model_dir, tmp_path):
     cfg = load_config(DLRConfig, REPO_ROOT / "configs" / "dlr_gsm8k_qwen.yaml", [
         f"main_model={tiny_model_dir}", f"assistant_model={tiny_model_dir}", f"output_dir={tmp_path}",
         f"task.options.data_dir={gsm8k}", "rollout.backend=hf", "rollout.dtype=float32",
-        "mixed_precision=none", "report_to=[]", "steps=1", "questions_per_step=2",
+        "loop.mixed_precision=none", "loop.report_to=[]", "loop.steps=1", "questions_per_step=2",
         "eval_problems=2", "decode_max_tokens=4", "warm_start_steps=1", "warm_start_batch_size=2",
     ])  # fmt: skip
     trainer = DLRTrainer(cfg)
@@ -246,9 +260,9 @@ def test_gradient_accumulation_matches_one_batch(tiny_model_dir, tmp_path):
     the recipe's LoRA the weights match as tightly, but step 2's grad norm differs by 1.1e-4
     relative, float noise above this test's 1e-4."""
     whole, accumulated = tmp_path / "whole", tmp_path / "accumulated"
-    common = ("steps=2", "contrastive=none", "plugin.lora=false")
+    common = ("loop.steps=2", "contrastive=none", "plugin.lora=false")
     _run(tiny_model_dir, whole, *common)
-    _run(tiny_model_dir, accumulated, *common, "gradient_accumulation_steps=2")
+    _run(tiny_model_dir, accumulated, *common, "loop.gradient_accumulation_steps=2")
     a = LatentPlugin.from_pretrained(whole / "plugin").state_dict()
     b = LatentPlugin.from_pretrained(accumulated / "plugin").state_dict()
     for name, tensor in a.items():
@@ -264,7 +278,7 @@ def test_gradient_accumulation_matches_one_batch(tiny_model_dir, tmp_path):
 
 def test_gradient_accumulation_must_divide_the_batch(tiny_model_dir, tmp_path):
     cfg = load_config(
-        DLRConfig, CONFIG, small_run(tiny_model_dir, tmp_path, "gradient_accumulation_steps=3")
+        DLRConfig, CONFIG, small_run(tiny_model_dir, tmp_path, "loop.gradient_accumulation_steps=3")
     )
     message = "questions_per_step: 4 questions can't be split evenly over 1 processes x 3"
     with pytest.raises(ConfigError, match=message):
@@ -307,7 +321,9 @@ def test_likelihood_reward_is_the_frozen_models_gold_probability(tiny_model_dir,
 
 def test_a_run_with_the_likelihood_reward_logs_it(tiny_model_dir, tmp_path):
     cfg = load_config(
-        DLRConfig, CONFIG, small_run(tiny_model_dir, tmp_path, "steps=2", "likelihood_weight=1.0")
+        DLRConfig,
+        CONFIG,
+        small_run(tiny_model_dir, tmp_path, "loop.steps=2", "likelihood_weight=1.0"),
     )
     trainer = DLRTrainer(cfg)
     trainer.setup()
@@ -331,10 +347,37 @@ def test_a_shared_engine_is_used_and_left_open(tiny_model_dir, tmp_path, monkeyp
     engine = make_engine(tiny_model_dir, RolloutConfig(backend="hf"))
     closed = []
     monkeypatch.setattr(engine, "close", lambda: closed.append(True))
-    cfg = load_config(DLRConfig, CONFIG, small_run(tiny_model_dir, tmp_path, "steps=1"))
+    cfg = load_config(DLRConfig, CONFIG, small_run(tiny_model_dir, tmp_path, "loop.steps=1"))
     trainer = DLRTrainer(cfg, engine=engine)
     trainer.setup()
     trainer.train()
     trainer.cleanup()
     assert trainer.engine is engine and closed == []
     assert read_metrics(tmp_path / "metrics.jsonl")[0]["main_tokens_decoded"] > 0
+
+
+def test_a_step_keeps_every_tensor_on_the_accelerators_device(tiny_model_dir, tmp_path):
+    """The models, the rollout and the update's numbers all live on ``accelerator.device``
+    (a GPU when there is one; the CPU here, where this test checks the same code paths):
+    a step mixing devices would fail on CUDA."""
+    cfg = load_config(DLRConfig, CONFIG, small_run(
+        tiny_model_dir, tmp_path, "loop.steps=1", "kl_coef=0.1", "likelihood_weight=1.0",
+        "contrastive=reward_infonce", "warm_start_steps=1", "warm_start_batch_size=2",
+    ))  # fmt: skip
+    trainer = DLRTrainer(cfg)
+    trainer.setup()
+    device = trainer.accelerator.device
+    trainer.warm_start()
+    rollout = trainer._rollout(trainer.sampler.draw(cfg.questions_per_step))
+    stats = trainer._update(rollout)
+    tensors = {name: value for name, value in rollout._asdict().items() if torch.is_tensor(value)}
+    assert set(tensors) == {
+        "input_ids", "attention_mask", "z", "eps", "logp_old", "rewards", "correct",
+        "formatted", "answer_probability",
+    }  # fmt: skip
+    for name, tensor in tensors.items():
+        assert tensor.device == device, name
+    for module in (trainer.main_model, trainer.reference, trainer.policy):
+        assert {p.device for p in module.parameters()} == {device}
+    assert {"loss", "grad_norm", "contrastive_loss"} <= set(stats)
+    trainer.cleanup()

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from latentrl.models.latent_plugin import LatentPlugin
-from latentrl.trainers.common import read_metrics
+from latentrl.trainers.metrics import read_metrics
 from tests.distributed import accelerate_launch, assert_same_metrics, assert_same_weights
 from tests.trainers.test_dlr import CONFIG, TIMING_KEYS, _run, small_run
 
@@ -25,8 +25,8 @@ WARM_START = ("warm_start_steps=2", "warm_start_batch_size=4")
 # untrained model the rewards are those scores alone, ~1e-3 apart, which group
 # normalisation stretches past the float-summation tolerance within 4 steps. Its
 # exactness is covered by the single-process resume test.
-STEPS = ("steps=4", "likelihood_weight=0", *WARM_START)
-HALF = ("steps=2", "likelihood_weight=0", *WARM_START)
+STEPS = ("loop.steps=4", "likelihood_weight=0", *WARM_START)
+HALF = ("loop.steps=2", "likelihood_weight=0", *WARM_START)
 
 
 def _launch(model_dir: Path, output_dir: Path, *overrides: str, resume: bool = False) -> None:
@@ -78,7 +78,11 @@ def test_a_vllm_server_backend_keeps_only_the_main_models_embeddings(
 
     # Without the likelihood reward, which runs the main model in the trainer.
     overrides = small_run(
-        tiny_model_dir, tmp_path, "steps=1", "rollout.backend=vllm_server", "likelihood_weight=0"
+        tiny_model_dir,
+        tmp_path,
+        "loop.steps=1",
+        "rollout.backend=vllm_server",
+        "likelihood_weight=0",
     )
     cfg = load_config(DLRConfig, CONFIG, [*overrides, f"rollout.server_urls=[{vllm_server_url}]"])
     trainer = DLRTrainer(cfg)
