@@ -167,3 +167,9 @@ def reset_accelerator_state() -> None:
 def fresh_accelerator_state() -> Iterator[None]:
     yield
     reset_accelerator_state()
+
+
+# The VQA models and retrieval folders that tests in several folders share (imported here
+# at the end: those modules read this one's seed).
+from tests.animals import animals_dir, numbered_animals_dir  # noqa: E402, F401
+from tests.vqa_models import tiny_vqa_models  # noqa: E402, F401

@@ -151,3 +151,10 @@ def test_the_recipes_share_their_skeleton_instead_of_copying_it():
             if not first.startswith(f"{recipe}.py"):
                 copies.append(f"{where} repeats {first}")
     assert copies == []
+
+
+def test_test_folders_mirror_the_package():
+    # tests/<package>/ for each package (tests/real_model: the real-LLM tests, by model).
+    packages = {name.split(".")[1] for name in source_modules() if name.count(".") >= 1}
+    folders = {p.name for p in (ROOT / "tests").iterdir() if (p / "__init__.py").is_file()}
+    assert folders - {"real_model"} <= packages, folders - packages

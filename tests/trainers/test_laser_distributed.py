@@ -15,7 +15,7 @@ import torch
 from latentrl.cli import main
 from latentrl.models.retriever import LaSERRetriever
 from tests.distributed import accelerate_launch, assert_same_metrics, assert_same_weights
-from tests.laser.test_trainer import train_args
+from tests.trainers.test_laser import train_args
 
 LR = 1e-3
 

@@ -11,7 +11,7 @@ import torch
 from latentrl.cli import main
 from latentrl.inspection.laser import inspect_retriever
 from latentrl.models.retriever import LaSERRetriever
-from tests.laser.test_trainer import train_args
+from tests.trainers.test_laser import train_args
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,8 @@ from latentrl.cli import main
 from latentrl.config import RationaleConfig, RolloutConfig
 from latentrl.trainers.laser import cached_rationales
 from latentrl.trainers.metrics import read_metrics
+from tests.animals import NUM_TRAIN
 from tests.conftest import TEST_SEED, reset_accelerator_state
-from tests.laser.conftest import NUM_TRAIN
 
 
 def train_args(model_dir, data_dir, out, cache, *extra):

@@ -11,8 +11,8 @@ import shutil
 
 from latentrl.cli import main as cli_main
 from latentrl.models.qformer import CoCoVaPlugin
-from tests.cocova.test_trainer import run_args
 from tests.distributed import accelerate_launch, assert_same_metrics, assert_same_weights
+from tests.trainers.test_cocova import run_args
 
 # Eight rows a step (four per process), every auxiliary loss on, evaluated at step 2.
 SMALL = ("train_examples=64", "eval_problems=8", "batch_size=8", "eval_every=2")

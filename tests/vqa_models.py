@@ -1,4 +1,5 @@
-"""Tiny CoCoVa models for the tests: a ViT and a language model, built once and cached."""
+"""Tiny CoCoVa models for the tests: a ViT and a language model, built once and cached
+(the fixture is shared through tests/conftest.py)."""
 
 from __future__ import annotations
 

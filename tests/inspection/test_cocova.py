@@ -10,7 +10,7 @@ import torch
 
 from latentrl.cli import main
 from latentrl.models.qformer import CoCoVaPlugin
-from tests.cocova.test_trainer import run_args
+from tests.trainers.test_cocova import run_args
 
 
 @pytest.fixture(scope="module")
