@@ -69,6 +69,15 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("LATENTRL_CACHE", Path.home() / ".cache" / "latentrl"))
 
 
+def cache_key(settings: dict) -> str:
+    """The 16 hex digits that name a cached artefact after every setting that shapes it.
+
+    >>> cache_key({"b": 1, "a": [2]}) == cache_key({"a": [2], "b": 1})
+    True
+    """
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def config_identity(path: str | Path) -> str:
     """``NAME@DIGEST``: a config file by its name and content, so an edited file with the
     same name is not taken for the one a finished run used."""

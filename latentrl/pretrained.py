@@ -21,7 +21,6 @@ setting that shaped it:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -35,7 +34,7 @@ from tqdm.auto import tqdm
 from transformers import ViTConfig, ViTImageProcessor, ViTModel
 
 from latentrl.config import PretrainConfig, TinyModelConfig, TinyViTConfig
-from latentrl.io import atomic_folder, default_cache_dir
+from latentrl.io import atomic_folder, cache_key, default_cache_dir
 from latentrl.models.tiny import (
     build_tiny_model,
     latent_slot_prompt,
@@ -49,9 +48,11 @@ from latentrl.tasks.shapes_vqa import COLOURS, SHAPES
 logger = logging.getLogger(__name__)
 
 # Bump when the way tiny models are built or trained changes, so caches are rebuilt.
-TINY_FORMAT_VERSION = 1
+# 2: pre-training warms up as transformers' cosine schedule does (from 0, not 1/warmup).
+TINY_FORMAT_VERSION = 2
 # Bump when the way tiny vision models (or VQA language models) are built changes.
-TINY_VISION_FORMAT_VERSION = 1
+# 2: the VQA language model's pre-training schedule, as above.
+TINY_VISION_FORMAT_VERSION = 2
 PATCH_TARGETS = ("shape", "colour", "row", "col")
 """What the tiny ViT learns to name for each patch."""
 
@@ -66,7 +67,7 @@ def cached_folder(
 
     The build runs on a fork of torch's global random state: a run that builds the
     folder then draws the same numbers as one that finds it cached."""
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    key = cache_key(settings)
     folder = Path(cache_dir or default_cache_dir()) / "tiny" / f"{kind}-{key}"
     if (folder / "latentrl_tiny.json").is_file():
         return folder

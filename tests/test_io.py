@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from latentrl.io import atomic_folder, config_identity, finished_run, write_json
+from latentrl.io import atomic_folder, cache_key, config_identity, finished_run, write_json
 
 
 def test_atomic_folder_replaces_whole_or_not_at_all(tmp_path):
@@ -39,3 +39,8 @@ def test_finished_run_is_reused_only_with_the_settings_it_ran_with(tmp_path):
     assert edited["config"].startswith("laser.yaml@") and edited != ran_with
     with pytest.raises(ValueError, match=r"per_query.json ran with .*use another --output-dir"):
         finished_run(record_path, edited)
+
+
+def test_cache_keys_stay_what_users_caches_were_built_under():
+    # Users' cached tiny models and rationales are named by this key: it must not drift.
+    assert cache_key({"steps": 3, "model": "m"}) == "daa15af7259feeae"

@@ -147,8 +147,9 @@ class DLRTrainer(Recipe):
         if cfg.kl_coef > 0:
             self.reference = copy.deepcopy(self.policy).requires_grad_(False).eval()
             self.reference.to(self.device)
-        # ``plugin``: under several processes, the DDP wrapper of ``policy``, unwrapped once
-        # here (unwrap_model walks every module: under LoRA it took a third of a step).
+        # ``plugin`` trains (under several processes: the DDP wrapper of ``policy``); the
+        # module itself is kept rather than unwrapped at each use (unwrap_model walks every
+        # module: under LoRA it took a third of a step).
         self.plugin = self.prepare_training(
             self.policy, [p for p in self.policy.parameters() if p.requires_grad]
         )

@@ -29,7 +29,6 @@ their gradients; ``loop.mixed_precision`` is accelerate's autocast.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 import time
@@ -51,7 +50,7 @@ from latentrl.config import (
     load_config,
 )
 from latentrl.data.retrieval import METRICS, RetrieverModel, evaluate_retriever, generate_rationales
-from latentrl.io import default_cache_dir, write_json, write_jsonl
+from latentrl.io import cache_key, default_cache_dir, write_json, write_jsonl
 from latentrl.losses.retrieval import LaSERLoss
 from latentrl.models.named import resolve_model
 from latentrl.models.retriever import LaSERRetriever
@@ -131,7 +130,7 @@ def cached_rationales(
     """
     settings = {"dataset": dataset, "model": model, **asdict(cfg)}
     settings.pop("cache_dir")
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    key = cache_key(settings)
     folder = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir() / "rationales"
     path = folder / f"{key}.jsonl"
     cached = (

@@ -256,24 +256,30 @@ def test_fingerprint_sees_a_one_element_change():
 
 def test_gradient_accumulation_matches_one_batch(tiny_model_dir, tmp_path):
     """Two micro-batches accumulated by accelerate train as one batch of both (without the
-    contrastive term, whose negatives would differ). The whole assistant trains here: with
-    the recipe's LoRA the weights match as tightly, but step 2's grad norm differs by 1.1e-4
-    relative, float noise above this test's 1e-4."""
+    contrastive term, whose negatives would differ; the whole assistant trains here)."""
     whole, accumulated = tmp_path / "whole", tmp_path / "accumulated"
     common = ("loop.steps=2", "contrastive=none", "plugin.lora=false")
     _run(tiny_model_dir, whole, *common)
     _run(tiny_model_dir, accumulated, *common, "loop.gradient_accumulation_steps=2")
     a = LatentPlugin.from_pretrained(whole / "plugin").state_dict()
     b = LatentPlugin.from_pretrained(accumulated / "plugin").state_dict()
+    # Adam divides each gradient by its own running size, so an element whose gradient is
+    # float noise can move by up to the learning rate a step either way (seed 2: 1 element
+    # of the 48,896 embeddings, by 7.8e-5); every other element matches to float precision.
+    lr = load_config(DLRConfig, CONFIG).loop.learning_rate
     for name, tensor in a.items():
-        torch.testing.assert_close(b[name], tensor, rtol=1e-3, atol=1e-5, msg=name)
+        off = ~torch.isclose(b[name], tensor, rtol=1e-3, atol=1e-5)
+        assert off.sum() <= tensor.numel() // 10_000, (name, int(off.sum()))
+        torch.testing.assert_close(b[name], tensor, rtol=0, atol=2 * lr, msg=name)
     rows_a, rows_b = (
         read_metrics(whole / "metrics.jsonl"),
         read_metrics(accumulated / "metrics.jsonl"),
     )
-    for ra, rb in zip(rows_a, rows_b, strict=True):
+    # Step 1 starts from the same weights: its numbers match to float precision. Step 2
+    # starts from weights that may differ by such an element (seed 2: grad norm 1.5e-4 off).
+    for ra, rb, rel in zip(rows_a, rows_b, (1e-5, 1e-3), strict=True):
         for key in ("reward_mean", "accuracy", "value_mae", "latent_std", "grad_norm"):
-            assert rb[key] == pytest.approx(ra[key], rel=1e-4, abs=1e-6), (ra["step"], key)
+            assert rb[key] == pytest.approx(ra[key], rel=rel, abs=1e-6), (ra["step"], key)
 
 
 def test_gradient_accumulation_must_divide_the_batch(tiny_model_dir, tmp_path):
