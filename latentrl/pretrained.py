@@ -48,11 +48,9 @@ from latentrl.tasks.shapes_vqa import COLOURS, SHAPES
 logger = logging.getLogger(__name__)
 
 # Bump when the way tiny models are built or trained changes, so caches are rebuilt.
-# 2: pre-training warms up as transformers' cosine schedule does (from 0, not 1/warmup).
-TINY_FORMAT_VERSION = 2
+TINY_FORMAT_VERSION = 1
 # Bump when the way tiny vision models (or VQA language models) are built changes.
-# 2: the VQA language model's pre-training schedule, as above.
-TINY_VISION_FORMAT_VERSION = 2
+TINY_VISION_FORMAT_VERSION = 1
 PATCH_TARGETS = ("shape", "colour", "row", "col")
 """What the tiny ViT learns to name for each patch."""
 
