@@ -59,7 +59,9 @@ def test_tokens_arrive_while_the_engine_generates(client, model):
     total = time.perf_counter() - started
     print(f"\n{model}: first chunk {1000 * arrivals[0]:.0f} ms of {1000 * total:.0f} ms")
     assert "".join(pieces) == whole.choices[0].text
-    assert len(pieces) >= 32
+    # vLLM merges the deltas a reader has not taken yet, so how many chunks carry the 64
+    # tokens depends on timing (27-64 seen here); the spread in time is what shows streaming.
+    assert len(pieces) >= 16
     assert arrivals[0] < 0.5 * total
     assert arrivals[-1] - arrivals[0] > 0.4 * total
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
