@@ -90,7 +90,7 @@ def select_for_decoding(
     random). With K = G, every sample."""
     num_questions, group = values.shape
     if k == group:
-        return torch.arange(group).expand(num_questions, group)
+        return torch.arange(group, device=values.device).expand(num_questions, group)
     order = values.argsort(dim=1, descending=True)
     best = order[:, : k - explore]
     if explore == 0:

@@ -42,6 +42,10 @@ def test_select_for_decoding_keeps_top_k_by_value():
     assert explored[:, :2].tolist() == [[1, 2], [2, 0]]  # the best two, then one of the rest
     # The rest in value order are [3, 0] and [1, 3]; the lower uniform picks 0 and 1.
     assert explored[:, 2].tolist() == [0, 1]
+    # The indices are made where the values live (on a GPU in training): "meta" stands in.
+    for k in (2, 4):
+        picks = select_for_decoding(values.to("meta"), k, 0, uniforms.to("meta"))
+        assert picks.device.type == "meta"
 
 
 @pytest.mark.parametrize(
